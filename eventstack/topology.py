@@ -1,0 +1,163 @@
+"""The one declaration of eventstack's topology.
+
+Services, their event stores and streams, the projections, which streams feed which
+projection (subscriptions), and the settings of every event source mapping. The CDK app
+(`infra/`) and the local runtime (`eventstack.local`) both build from this and nothing else,
+and a test checks the synthesized templates agree with it.
+
+Handlers are named as Lambda names them: `module.function`, relative to `lambdas/`.
+Handlers find their resources through environment variables whose names are declared here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Environment variables read by the handlers (values set by CDK or by the local runtime).
+ENV_SERVICE = "SERVICE_NAME"
+ENV_EVENT_STORE_TABLE = "EVENT_STORE_TABLE"
+ENV_STREAM_NAME = "EVENT_STREAM_NAME"
+
+
+def table_env(logical_name: str) -> str:
+    """The variable that carries a projection table's name, e.g. USER_PROFILES_TABLE."""
+    return f"{logical_name.upper()}_TABLE"
+
+
+@dataclass(frozen=True)
+class MappingSettings:
+    """An event source mapping, as Lambda's EventSourceMapping properties name them."""
+
+    batch_size: int = 100
+    batching_window_seconds: int = 1
+    max_retries: int = 5  # 0..10, never -1 (infinite)
+    max_record_age_seconds: int = 3600
+    bisect_on_error: bool = True
+    parallelization_factor: int = 1  # 1 keeps a shard's records in order
+    starting_position: str = "TRIM_HORIZON"
+    report_batch_item_failures: bool = True
+
+
+# The publisher relays the store's change stream: small batches, strictly in order.
+PUBLISHER_MAPPING = MappingSettings(batch_size=100, batching_window_seconds=0, max_retries=10,
+                                    max_record_age_seconds=6 * 3600)
+PROJECTOR_MAPPING = MappingSettings()
+
+
+@dataclass(frozen=True)
+class Table:
+    logical_name: str
+    partition_key: tuple[str, str]  # (name, "S" | "N")
+    sort_key: tuple[str, str] | None = None
+    ttl_attribute: str | None = None
+    stream: bool = False  # DynamoDB stream with new images
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A read model: one table, one projector function, fed by the streams of `sources`."""
+
+    name: str  # e.g. "user_profiles"; also the table's logical name
+    handler: str
+    sources: tuple[str, ...]  # services whose Kinesis streams feed it
+    mapping: MappingSettings = PROJECTOR_MAPPING
+
+    @property
+    def table(self) -> Table:
+        return Table(self.name, ("pk", "S"), ("sk", "S"))
+
+    @property
+    def function_name(self) -> str:
+        return f"{self.name}-projector"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    api_handler: str
+    projections: tuple[Projection, ...] = ()
+    publisher_handler: str = "publisher.handler.handler"
+    publisher_mapping: MappingSettings = PUBLISHER_MAPPING
+
+    @property
+    def event_store(self) -> Table:
+        return Table(
+            f"{self.name}_events",
+            ("stream_id", "S"),
+            ("version", "N"),
+            ttl_attribute="expires_at",
+            stream=True,
+        )
+
+    @property
+    def stream_logical_name(self) -> str:
+        return f"{self.name}-events"
+
+    @property
+    def api_function_name(self) -> str:
+        return f"{self.name}-api"
+
+    @property
+    def publisher_function_name(self) -> str:
+        return f"{self.name}-publisher"
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """`projection` (owned by `owner`) consumes the stream of `source`."""
+
+    owner: str
+    projection: Projection
+    source: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.projection.name}-from-{self.source}"
+
+
+@dataclass(frozen=True)
+class Topology:
+    services: tuple[Service, ...]
+    archive_prefix: str = "events/"
+    archive_error_prefix: str = "errors/"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def service(self, name: str) -> Service:
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise KeyError(f"no service {name!r}; known: {', '.join(s.name for s in self.services)}")
+
+    @property
+    def projections(self) -> tuple[tuple[Service, Projection], ...]:
+        return tuple((s, p) for s in self.services for p in s.projections)
+
+    def projection(self, name: str) -> tuple[Service, Projection]:
+        for service, projection in self.projections:
+            if projection.name == name:
+                return service, projection
+        known = ", ".join(p.name for _, p in self.projections)
+        raise KeyError(f"no projection {name!r}; known: {known}")
+
+    @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        return tuple(
+            Subscription(service.name, projection, source)
+            for service, projection in self.projections
+            for source in projection.sources
+        )
+
+
+TOPOLOGY = Topology(
+    services=(
+        Service(name="posts", api_handler="posts.api.handler"),
+        Service(
+            name="profiles",
+            api_handler="profiles.api.handler",
+            projections=(
+                Projection("user_profiles", "profiles.projector.user_profiles_handler", ("profiles", "posts")),
+                Projection("user_timeline", "profiles.projector.user_timeline_handler", ("posts",)),
+            ),
+        ),
+    )
+)

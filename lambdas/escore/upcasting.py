@@ -1,0 +1,56 @@
+"""Upcasting: raise an event's `data` from the schema it was written at to the one the code reads.
+
+A registry of per-type steps (`schema_version n -> n+1`). It is applied wherever events are
+read: the store's `read`, the projectors (Kinesis), and the archive reader (replay).
+An event whose schema is newer than the code knows is an error (`SchemaTooNew`), never
+silently read with the wrong shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from escore.envelope import Envelope
+
+Step = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class SchemaTooNew(ValueError):
+    pass
+
+
+class UpcasterRegistry:
+    def __init__(self) -> None:
+        self._steps: dict[tuple[str, int], Step] = {}
+        self._current: dict[str, int] = {}
+
+    def register(self, event_type: str, from_version: int) -> Callable[[Step], Step]:
+        """Decorator: the step that turns `event_type` data at `from_version` into `from_version + 1`."""
+
+        def decorate(step: Step) -> Step:
+            self._steps[(event_type, from_version)] = step
+            self._current[event_type] = max(self._current.get(event_type, 1), from_version + 1)
+            return step
+
+        return decorate
+
+    def current_version(self, event_type: str) -> int:
+        return self._current.get(event_type, 1)
+
+    def upcast(self, event: Envelope) -> Envelope:
+        target = self.current_version(event.type)
+        if event.schema_version == target:
+            return event
+        if event.schema_version > target:
+            raise SchemaTooNew(
+                f"{event.type} at schema {event.schema_version}; this code reads up to {target}"
+            )
+        data = event.data
+        for version in range(event.schema_version, target):
+            data = self._steps[(event.type, version)](dict(data))
+        return event.with_changes(data=data, schema_version=target)
+
+
+# The application's registry: each service module registers its steps here at import.
+upcasters = UpcasterRegistry()
