@@ -72,9 +72,16 @@ class Projection:
 
 
 @dataclass(frozen=True)
+class Route:
+    method: str
+    resource: str  # API Gateway resource path, e.g. "/posts/{post_id}"
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     api_handler: str
+    routes: tuple[Route, ...] = ()
     projections: tuple[Projection, ...] = ()
     publisher_handler: str = "publisher.handler.handler"
     publisher_mapping: MappingSettings = PUBLISHER_MAPPING
@@ -150,13 +157,28 @@ class Topology:
 
 TOPOLOGY = Topology(
     services=(
-        Service(name="posts", api_handler="posts.api.handler"),
+        Service(
+            name="posts",
+            api_handler="posts.api.handler",
+            routes=(
+                Route("POST", "/posts"),
+                Route("GET", "/posts/{post_id}"),
+                Route("PATCH", "/posts/{post_id}"),
+                Route("DELETE", "/posts/{post_id}"),
+            ),
+        ),
         Service(
             name="profiles",
             api_handler="profiles.api.handler",
+            routes=(
+                Route("POST", "/users"),
+                Route("GET", "/users/{user_id}"),
+                Route("PATCH", "/users/{user_id}"),
+                Route("GET", "/users/{user_id}/posts"),
+            ),
             projections=(
-                Projection("user_profiles", "profiles.projector.user_profiles_handler", ("profiles", "posts")),
-                Projection("user_timeline", "profiles.projector.user_timeline_handler", ("posts",)),
+                Projection("user_profiles", "profiles.projectors.user_profiles.handler", ("profiles", "posts")),
+                Projection("user_timeline", "profiles.projectors.user_timeline.handler", ("posts",)),
             ),
         ),
     )

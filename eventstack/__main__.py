@@ -1,0 +1,3 @@
+from eventstack.cli import main
+
+main()

@@ -1,0 +1,39 @@
+"""How every handler module is wired (composition root per function).
+
+Each handler module under lambdas/ exposes:
+- `build(env: Mapping[str, str], **collaborators) -> Handler`: builds the handler from its
+  configuration (environment variables named in eventstack/topology.py). Tests and the local
+  runtime call it with explicit settings and fakes; nothing is read from os.environ inside.
+- `handler = lazy(build)`: the Lambda entry point; it builds from os.environ on the first
+  invocation (not at import, so importing a module is cheap and side-effect free).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+class ConfigError(RuntimeError):
+    """A function started without the configuration it needs (a deployment bug, not a client error)."""
+
+
+def require(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name)
+    if not value:
+        raise ConfigError(f"environment variable {name} is not set")
+    return value
+
+
+def lazy(build: Callable[..., Handler]) -> Handler:
+    built: list[Handler] = []
+
+    def entry(event: dict[str, Any], context: Any) -> Any:
+        if not built:
+            built.append(build(os.environ))
+        return built[0](event, context)
+
+    return entry
