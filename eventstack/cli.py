@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from eventstack.commands import local
+
 app = typer.Typer(
     name="eventstack",
     help="eventstack: a serverless event-sourcing stack for AWS, and its local runtime.",
@@ -12,7 +14,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+@app.callback()
+def _verbs() -> None:
+    """Keeps `eventstack VERB` a group even while only one verb is registered (typer collapses a lone command)."""
+
+
 # Verbs are registered below, one line each; their modules import heavy libraries lazily.
+app.command("local")(local.local)
 
 
 def main() -> None:

@@ -7,6 +7,9 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 
+import orjson
+
+from escore import upcasting
 from escore.envelope import Envelope
 from escore.store import (
     IDEMPOTENCY_LEASE_SECONDS,
@@ -23,10 +26,13 @@ from escore.store import (
     check_append_size,
     check_contiguous,
 )
+from escore.upcasting import UpcasterRegistry
 
 
 class InMemoryEventStore(EventStore):
-    def __init__(self) -> None:
+    def __init__(self, upcasters: UpcasterRegistry | None = None) -> None:
+        # None: the application's registry, which the services fill at import.
+        self._upcasters = upcasters if upcasters is not None else upcasting.upcasters
         self._lock = threading.Lock()
         self._streams: dict[str, list[Envelope]] = {}
         self._claims: dict[tuple[str, str], str] = {}
@@ -43,9 +49,12 @@ class InMemoryEventStore(EventStore):
         idempotency: IdempotencyCompletion | None = None,
     ) -> int:
         check_contiguous(stream_id, expected_version, events)
-        check_append_size(events, claims, idempotency is not None)
+        response_bytes = len(orjson.dumps(idempotency.response)) if idempotency is not None else 0
+        check_append_size(events, claims, idempotency is not None, response_bytes=response_bytes)
         with self._lock:
             stream = self._streams.get(stream_id, [])
+            if len(stream) > expected_version and stream[expected_version].event_id == events[0].event_id:
+                return expected_version + len(events)  # the retry of an append that succeeded
             if len(stream) != expected_version:
                 raise ConcurrencyError(stream_id, expected_version, len(stream))
             for claim in claims:
@@ -63,7 +72,8 @@ class InMemoryEventStore(EventStore):
 
     def read(self, stream_id: str, from_version: int = 1) -> list[Envelope]:
         with self._lock:
-            return list(self._streams.get(stream_id, [])[max(from_version, 1) - 1 :])
+            stored = list(self._streams.get(stream_id, [])[max(from_version, 1) - 1 :])
+        return [self._upcasters.upcast(event) for event in stored]
 
     def current_version(self, stream_id: str) -> int:
         with self._lock:
@@ -102,7 +112,12 @@ class InMemoryEventStore(EventStore):
     def abandon_idempotent(self, reservation: IdempotencyRecord) -> None:
         with self._lock:
             existing = self._idempotency.get(reservation.key.id)
-            if existing is not None and existing[0].token == reservation.token:
+            # Only our own reservation, and never a stored answer.
+            if (
+                existing is not None
+                and existing[0].token == reservation.token
+                and existing[0].status == "in_progress"
+            ):
                 del self._idempotency[reservation.key.id]
 
     def save_snapshot(self, snapshot: Snapshot) -> None:

@@ -15,6 +15,12 @@ Semantics:
   response; `abandon_idempotent` drops a reservation whose request failed (4xx, crash).
   Records are kept at least IDEMPOTENCY_TTL_SECONDS.
 - Snapshots are stored apart from events, so saving one never conflicts with an append.
+- `read` returns events upcast to the schema the code reads (the adapter's UpcasterRegistry);
+  `iter_all` returns them exactly as stored, for tooling that compares the store with the archive.
+- An append whose first event is already stored at its version (same event_id) is the retry of an
+  append that succeeded (a lost response): it returns the new version and writes nothing.
+- Stream ids starting with `$` are reserved for the store's own items (claims, idempotency
+  records, snapshots) and are refused.
 """
 
 from __future__ import annotations
@@ -32,23 +38,45 @@ IDEMPOTENCY_LEASE_SECONDS = 60
 MAX_TRANSACT_ITEMS = 100
 MAX_TRANSACT_BYTES = 4 * 1024 * 1024
 MAX_ITEM_BYTES = 400 * 1024
+# One slot of every append's transaction is kept for the check that the stream is at the expected
+# version (a ConditionCheck on the item at expected_version), so the limit is the same for every
+# adapter and every expected_version: events + claims + idempotency <= 99.
+APPEND_RESERVED_ITEMS = 1
+MAX_APPEND_ITEMS = MAX_TRANSACT_ITEMS - APPEND_RESERVED_ITEMS
+# Room left in an item (and in the transaction) for the key and the other attributes.
+ITEM_OVERHEAD_BYTES = 1024
+TRANSACT_OVERHEAD_BYTES = 64 * 1024
+RESERVED_STREAM_PREFIX = "$"
 
 
-def check_append_size(events: Sequence[Envelope], claims: Sequence[Claim], has_idempotency: bool) -> None:
-    """Refuse, before any write, an append that one transaction cannot hold (all adapters alike)."""
+def check_append_size(
+    events: Sequence[Envelope],
+    claims: Sequence[Claim],
+    has_idempotency: bool,
+    *,
+    response_bytes: int = 0,
+) -> None:
+    """Refuse, before any write, an append that one transaction cannot hold (all adapters alike).
+
+    `response_bytes`: the size of the idempotency response stored with the events (its JSON).
+    """
     from escore.envelope import encode
 
     items = len(events) + len(claims) + (1 if has_idempotency else 0)
-    if items > MAX_TRANSACT_ITEMS:
-        raise TooLarge(f"an append holds at most {MAX_TRANSACT_ITEMS} items, got {items}")
+    if items > MAX_APPEND_ITEMS:
+        raise TooLarge(
+            f"an append holds at most {MAX_APPEND_ITEMS} items (events, claims, idempotency), got {items}"
+        )
     sizes = [len(encode(e)) for e in events]
-    if any(size > MAX_ITEM_BYTES - 1024 for size in sizes):
-        raise TooLarge("an event is larger than one DynamoDB item can hold")
-    if sum(sizes) > MAX_TRANSACT_BYTES - 64 * 1024:
+    if any(size > MAX_ITEM_BYTES - ITEM_OVERHEAD_BYTES for size in [*sizes, response_bytes]):
+        raise TooLarge("an event (or the stored response) is larger than one DynamoDB item can hold")
+    if sum(sizes) + response_bytes > MAX_TRANSACT_BYTES - TRANSACT_OVERHEAD_BYTES:
         raise TooLarge("an append is larger than one DynamoDB transaction can hold")
 
 
 def check_contiguous(stream_id: str, expected_version: int, events: Sequence[Envelope]) -> None:
+    if not stream_id or stream_id.startswith(RESERVED_STREAM_PREFIX):
+        raise ValueError(f"stream_id must be non-empty and not start with {RESERVED_STREAM_PREFIX!r}")
     if expected_version < 0:
         raise ValueError("expected_version must be >= 0")
     if not events:

@@ -1,0 +1,63 @@
+"""`eventstack local`: the whole stack on this machine (CONTRACT §5)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+
+def local(
+    host: Annotated[str, typer.Option(help="Address the HTTP API listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8000,
+    aws_port: Annotated[int, typer.Option("--aws-port", help="Port of the AWS emulation (moto), on 127.0.0.1.")] = 5000,
+    firehose_interval: Annotated[
+        float, typer.Option("--firehose-interval", min=0.0, help="Seconds Firehose buffers before writing to S3.")
+    ] = 5.0,
+    fault_duplicates: Annotated[
+        float, typer.Option("--fault-duplicates", min=0.0, max=1.0, help="Probability that a batch is delivered again.")
+    ] = 0.0,
+    fault_crash: Annotated[
+        float,
+        typer.Option("--fault-crash", min=0.0, max=0.99,
+                     help="Probability that an invocation fails after doing part of its work."),
+    ] = 0.0,
+    fault_seed: Annotated[
+        int | None, typer.Option("--fault-seed", help="Seed of the fault injection's random numbers.")
+    ] = None,
+    shards: Annotated[int, typer.Option(min=1, max=16, help="Shards per Kinesis stream.")] = 1,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="warning (quiet), info, or debug (one line per batch).")
+    ] = "warning",
+) -> None:
+    """Run the whole stack locally: AWS emulation, API, stream processing, archive. No Docker, no AWS account."""
+    from eventstack.local.faults import FaultSettings
+    from eventstack.local.runtime import LocalConfig, LocalRuntime, PortInUse
+
+    level = log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise typer.BadParameter("one of: debug, info, warning, error", param_hint="--log-level")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("eventstack").setLevel(level)
+    logging.getLogger("werkzeug").setLevel(logging.INFO if level == "DEBUG" else logging.ERROR)
+    config = LocalConfig(
+        host=host,
+        port=port,
+        aws_port=aws_port,
+        firehose_interval=firehose_interval,
+        faults=FaultSettings(fault_duplicates, fault_crash, fault_seed),
+        shard_count=shards,
+        log_level=level,
+    )
+    runtime = LocalRuntime(config)
+    try:
+        runtime.start()
+    except PortInUse as exc:
+        typer.echo(f"eventstack local: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(runtime.banner())
+    sys.stdout.flush()
+    runtime.serve_until_interrupted()

@@ -1,0 +1,154 @@
+"""The Lambda functions, in process: each built from its handler module with its own environment.
+
+Several functions share one process here, so `os.environ` cannot differ between them: each is
+built with `module.build(env_of_that_function)` (docs/architecture.md). Like Lambda, a function
+runs one invocation per instance at a time; concurrent invocations get more instances, each built
+on first use (a cold start), then reused.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eventstack.local.plan import FunctionPlan
+
+Handler = Callable[[dict[str, Any], Any], Any]
+LAMBDAS_DIR = Path(__file__).resolve().parents[2] / "lambdas"
+
+
+def ensure_lambdas_importable() -> None:
+    """lambdas/ is the asset root: its packages import each other as top-level packages."""
+    if LAMBDAS_DIR.is_dir() and str(LAMBDAS_DIR) not in sys.path:
+        sys.path.append(str(LAMBDAS_DIR))
+
+
+def load_builder(handler: str) -> Callable[..., Handler]:
+    """`posts.api.handler` -> the `build` function of module `posts.api`."""
+    module_name, _, _attribute = handler.rpartition(".")
+    ensure_lambdas_importable()
+    module = importlib.import_module(module_name)
+    build = getattr(module, "build", None)
+    if not callable(build):
+        raise RuntimeError(f"{module_name} has no build(env, **collaborators) (docs/architecture.md)")
+    return build  # type: ignore[no-any-return]
+
+
+def process_environment(endpoint_url: str, log_level: str) -> dict[str, str]:
+    """What the process needs so every handler's plain boto3.client(...) reaches the emulation."""
+    quiet = log_level.upper() != "DEBUG"
+    return {
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "eventstack",
+        "POWERTOOLS_METRICS_DISABLED": "true" if quiet else "false",
+        "POWERTOOLS_LOG_LEVEL": "WARNING" if quiet else "DEBUG",
+    }
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of Lambda's context object that handlers and Powertools read."""
+
+    function_name: str
+    aws_request_id: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int = 512
+    function_version: str = "$LATEST"
+    log_group_name: str = ""
+    log_stream_name: str = "local"
+    timeout_seconds: float = 30.0
+    started: float = 0.0
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout_seconds - (time.monotonic() - self.started)) * 1000))
+
+
+class Function:
+    """One function: a pool of built handler instances."""
+
+    def __init__(self, plan: FunctionPlan, builder: Callable[..., Handler] | None = None,
+                 collaborators: Mapping[str, Any] | None = None):
+        self.plan = plan
+        self.name = plan.name
+        self._builder = builder
+        self._collaborators = dict(collaborators or {})
+        self._idle: list[Handler] = []
+        self._lock = threading.Lock()
+        self.invocations = 0
+        self.cold_starts = 0
+
+    def _acquire(self) -> Handler:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            self.cold_starts += 1
+        if self._builder is None:
+            self._builder = load_builder(self.plan.handler)
+        return self._builder(self.plan.env, **self._collaborators)
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        instance = self._acquire()
+        context = LambdaContext(
+            function_name=self.name,
+            aws_request_id=str(uuid.uuid4()),
+            invoked_function_arn=self.plan.arn,
+            log_group_name=f"/aws/lambda/{self.name}",
+            started=time.monotonic(),
+        )
+        with self._lock:
+            self.invocations += 1
+        try:
+            return instance(event, context)
+        finally:
+            with self._lock:
+                self._idle.append(instance)
+
+
+class FunctionRegistry:
+    def __init__(self, plans: tuple[FunctionPlan, ...], overrides: Mapping[str, Callable[..., Handler]] | None = None):
+        overrides = overrides or {}
+        self.functions = {p.name: Function(p, overrides.get(p.name)) for p in plans}
+
+    def __getitem__(self, name: str) -> Function:
+        return self.functions[name]
+
+    def preload(self) -> list[str]:
+        """Import every handler module now, so a missing module fails at start-up, not on first use."""
+        problems = []
+        for function in self.functions.values():
+            if function._builder is None:
+                try:
+                    function._builder = load_builder(function.plan.handler)
+                except Exception as exc:
+                    problems.append(f"{function.name}: cannot load {function.plan.handler}: {exc}")
+        return problems
+
+
+def apply_process_environment(env: Mapping[str, str]) -> dict[str, str | None]:
+    """Set the variables; return what they were, so a test can put them back."""
+    previous = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    return previous
+
+
+def restore_process_environment(previous: Mapping[str, str | None]) -> None:
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

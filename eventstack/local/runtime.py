@@ -1,0 +1,293 @@
+"""The local runtime's orchestrator: the emulation, the functions, the pollers, Firehose, the HTTP API.
+
+Threads: moto's server (a thread per request); the API server (a thread per request); one poller
+thread per event source mapping and one per Firehose delivery stream. Handlers run in the thread
+that invokes them. Nothing spins: idle pollers wait on `Activity`, which API requests and finished
+batches signal, and otherwise read each shard every IDLE_POLL_SECONDS.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventstack.local.emulation import MotoEmulation, PortInUse, Resources, bind, create_resources, make_client
+from eventstack.local.faults import Faults, FaultSettings
+from eventstack.local.firehose import FirehoseDelivery
+from eventstack.local.functions import (
+    FunctionRegistry,
+    apply_process_environment,
+    process_environment,
+    restore_process_environment,
+)
+from eventstack.local.mappings import EventSourceMapping, PollingWorker
+from eventstack.local.plan import STAGE, LocalPlan, build_plan
+from eventstack.local.server import ApiServer
+from eventstack.local.sources import Activity, DynamoDBStreamSource, KinesisSource
+
+log = logging.getLogger("eventstack.local")
+
+__all__ = ["LocalConfig", "LocalRuntime", "PortInUse"]
+
+
+@dataclass
+class LocalConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    aws_port: int = 5000
+    firehose_interval: float = 5.0
+    faults: FaultSettings = field(default_factory=FaultSettings)
+    shard_count: int = 1
+    log_level: str = "WARNING"
+    drain_on_stop: float = 10.0  # seconds Ctrl-C waits for in-flight work
+
+
+class LocalRuntime:
+    def __init__(self, config: LocalConfig | None = None, plan: LocalPlan | None = None,
+                 handlers: Mapping[str, Callable[..., Any]] | None = None):
+        """`handlers` replaces a function's `build` by name (tests use tiny handlers)."""
+        self.config = config or LocalConfig()
+        self.plan = plan or build_plan()
+        self.activity = Activity()
+        self.faults = Faults(self.config.faults)
+        self.functions = FunctionRegistry(self.plan.functions, handlers)
+        self.emulation = MotoEmulation(self.config.host if self.config.host in ("127.0.0.1", "localhost")
+                                       else "127.0.0.1", self.config.aws_port)
+        self.resources = Resources()
+        self.mappings: list[EventSourceMapping] = []
+        self.deliveries: list[FirehoseDelivery] = []
+        self.api = ApiServer(self, self.plan.routes)
+        self._http: Any = None
+        self._http_thread: threading.Thread | None = None
+        self._previous_env: dict[str, str | None] = {}
+        self._sqs: Any = None
+        self.started_at = 0.0
+        self.ready_seconds = 0.0
+
+    # -- life cycle --------------------------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.config.host}:{self.config.port}"
+
+    @property
+    def aws_endpoint_url(self) -> str:
+        return self.emulation.endpoint_url
+
+    def start(self) -> None:
+        self.started_at = time.monotonic()
+        self.emulation.start()  # raises PortInUse
+        try:
+            self._http = bind(self.config.host, self.config.port, self.api, "the API", "--port")
+        except BaseException:
+            self.emulation.stop()
+            raise
+        self.config.port = self._http.server_address[1]
+        self._previous_env = apply_process_environment(
+            process_environment(self.aws_endpoint_url, self.config.log_level))
+        try:
+            self._create()
+        except BaseException:
+            self.stop(drain_timeout=0)
+            raise
+        self._http_thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
+                                             name="api-server", daemon=True)
+        self._http_thread.start()
+        self.ready_seconds = time.monotonic() - self.started_at
+
+    def _create(self) -> None:
+        client = self.emulation.client
+        self.resources = create_resources(self.plan, client, shard_count=self.config.shard_count)
+        # moto's SSM takes seconds to load its first time: publish the names off the start-up path.
+        threading.Thread(target=self._publish_names, args=(client("ssm"),), name="publish-names",
+                         daemon=True).start()
+        problems = self.functions.preload()
+        if problems:
+            raise RuntimeError("; ".join(problems))
+        self._sqs = client("sqs")
+        for mapping in self.plan.mappings:
+            if mapping.source_kind == "dynamodb":
+                source: Any = DynamoDBStreamSource(client("dynamodbstreams"), mapping.source,
+                                                   self.resources.table_stream_arns[mapping.source])
+            else:
+                source = KinesisSource(client("kinesis"), mapping.source, self.resources.stream_arns[mapping.source])
+            function = self.functions[mapping.function]
+            self.mappings.append(EventSourceMapping(
+                mapping, source, function.invoke, function.plan.arn, self.activity,
+                self._dlq_sender(mapping.dlq), self.faults,
+            ))
+        s3 = client("s3")
+        for delivery in self.plan.deliveries:
+            source = KinesisSource(client("kinesis"), delivery.stream, self.resources.stream_arns[delivery.stream])
+            self.deliveries.append(FirehoseDelivery(
+                delivery, source, s3, self.plan.archive_bucket, self.activity,
+                interval=self.config.firehose_interval, prefix=self.plan.archive_prefix,
+                error_prefix=self.plan.archive_error_prefix, faults=self.faults,
+            ))
+        for worker in self.workers:
+            worker.start()
+
+    def _publish_names(self, ssm: Any) -> None:
+        """Where the CLI looks names up (eventstack.resources, source 2), as a deployment does."""
+        try:
+            from eventstack import resources as names
+        except ImportError:  # the CLI's resources module is optional for the runtime
+            return
+        try:
+            self._publish(names, ssm)
+        except Exception as exc:  # the CLI still finds the names from the status or the plan
+            log.warning("could not publish resource names to SSM: %s", exc)
+
+    def _publish(self, names: Any, ssm: Any) -> None:
+        names.publish(
+            names.Resources(
+                stage=STAGE,
+                archive_bucket=self.plan.archive_bucket,
+                tables=dict(self.plan.table_names),
+                streams=dict(self.plan.streams),
+                dlqs={m.name: m.dlq for m in self.plan.mappings},
+                source="local-plan",
+            ),
+            ssm,
+        )
+
+    def _dlq_sender(self, queue: str) -> Callable[[str], None]:
+        sqs = self.emulation.client("sqs")
+
+        def send(body: str) -> None:
+            sqs.send_message(QueueUrl=self.resources.queue_urls[queue], MessageBody=body)
+
+        return send
+
+    @property
+    def workers(self) -> list[PollingWorker]:
+        return [*self.mappings, *self.deliveries]
+
+    def stop(self, drain_timeout: float | None = None) -> None:
+        """Stop taking requests, let in-flight work finish (up to `drain_timeout`), then stop everything."""
+        wait = self.config.drain_on_stop if drain_timeout is None else drain_timeout
+        if self._http is not None:
+            self._http.shutdown()
+            self.api.wait_idle(wait)
+            self._http.server_close()
+            self._http = None
+        if wait > 0 and self.workers:
+            self.drain(wait)
+        for worker in self.workers:
+            worker.stop()
+        self.emulation.stop()
+        restore_process_environment(self._previous_env)
+        self._previous_env = {}
+
+    # -- status and drain --------------------------------------------------------------------
+    def _dlq_count(self, queue: str) -> int | None:
+        url = self.resources.queue_urls.get(queue)
+        if url is None or self._sqs is None:
+            return None
+        try:
+            attributes = self._sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )["Attributes"]
+        except Exception:
+            return None
+        return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+    def status(self) -> dict[str, Any]:
+        mappings = []
+        for mapping in self.mappings:
+            entry = mapping.status()
+            entry["dlq"] = self._dlq_count(mapping.plan.dlq)
+            entry["dlq_url"] = self.resources.queue_urls.get(mapping.plan.dlq)
+            mappings.append(entry)
+        return {
+            "stage": STAGE,
+            "api_url": self.api_url,
+            "aws_endpoint_url": self.aws_endpoint_url,
+            "region": "us-east-1",
+            "archive_bucket": self.plan.archive_bucket,
+            "tables": dict(self.plan.table_names),
+            "streams": dict(self.plan.streams),
+            "mappings": mappings,
+            "firehose": [d.status() for d in self.deliveries],
+            "functions": {
+                name: {"invocations": f.invocations, "instances": f.cold_starts}
+                for name, f in self.functions.functions.items()
+            },
+            "faults": {
+                "duplicates": self.config.faults.duplicates,
+                "crash": self.config.faults.crash,
+                "seed": self.config.faults.seed,
+                "duplicated_batches": self.faults.duplicated,
+                "crashed_invocations": self.faults.crashed,
+            },
+        }
+
+    def quiet_since(self, moment: float) -> bool:
+        return self.api.in_flight == 0 and all(w.caught_up_since(moment) for w in self.workers)
+
+    def drain(self, timeout: float) -> tuple[bool, dict[str, Any]]:
+        """Wait until every source is read empty after the last work anywhere, and every buffer is empty."""
+        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        self.activity.begin_hurry()
+        try:
+            while True:
+                mark = max(started, self.activity.last)
+                if self.quiet_since(mark) and self.activity.last <= mark:
+                    return True, self.status()
+                if time.monotonic() >= deadline:
+                    return False, self.status()
+                time.sleep(0.01)
+        finally:
+            self.activity.end_hurry()
+
+    # -- the command's foreground loop ---------------------------------------------------------
+    def banner(self) -> str:
+        lines = [
+            "eventstack local: the whole stack on this machine (state is in memory; a restart starts empty)",
+            f"  API             {self.api_url}   (GET /_local/status, POST /_local/drain)",
+            f"  AWS emulation   {self.aws_endpoint_url}",
+            "",
+            "  To point the AWS CLI or eventstack's commands at it:",
+            f"    export AWS_ENDPOINT_URL={self.aws_endpoint_url} AWS_REGION=us-east-1 "
+            "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing",
+            "",
+            "  Created:",
+            *(f"    {line}" for line in self.resources.created),
+        ]
+        if self.config.faults.active:
+            f = self.config.faults
+            lines += ["", f"  Fault injection: duplicates {f.duplicates:g}, crash {f.crash:g}"
+                      + (f", seed {f.seed}" if f.seed is not None else "")]
+        lines += ["", f"Ready in {self.ready_seconds:.1f} s. Press Ctrl-C to stop."]
+        return "\n".join(lines)
+
+    def serve_until_interrupted(self) -> None:
+        """Block until SIGINT/SIGTERM; then stop cleanly. A second Ctrl-C quits at once."""
+        stop = threading.Event()
+        interrupts = []
+
+        def on_signal(signum: int, frame: Any) -> None:
+            interrupts.append(signum)
+            if len(interrupts) > 1:
+                print("\nstopping now", file=sys.stderr, flush=True)
+                raise SystemExit(130)
+            stop.set()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while not stop.wait(0.5):
+                pass
+            print("\nstopping: finishing in-flight work (Ctrl-C again to quit at once) ...", file=sys.stderr,
+                  flush=True)
+            self.stop()
+            print("stopped", file=sys.stderr, flush=True)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)

@@ -1,0 +1,156 @@
+"""The HTTP side of the local runtime: API Gateway's REST proxy integration, in front of the API handlers.
+
+Each request becomes the proxy event a REST API sends (eventstack.apigw.rest_event), goes to the
+function of the service that owns the route (topology routes), and the handler's proxy result is
+written back (eventstack.apigw.parse_proxy_result). Two routes of its own: GET /_local/status and
+POST /_local/drain?timeout=SECONDS (CONTRACT §5).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from werkzeug.wrappers import Request, Response
+
+from eventstack.apigw import RouteMatch, match_route, parse_proxy_result, rest_event
+from eventstack.topology import Route
+
+if TYPE_CHECKING:
+    from eventstack.local.runtime import LocalRuntime
+
+log = logging.getLogger("eventstack.local")
+
+CORRELATION_HEADER = "X-Correlation-Id"
+API_GATEWAY_MAX_BODY = 10 * 1024 * 1024  # API Gateway refuses larger payloads before any Lambda runs
+DEFAULT_DRAIN_TIMEOUT = 30.0
+MAX_DRAIN_TIMEOUT = 3600.0
+_PRINTABLE = re.compile(r"^[\x20-\x7e]{1,200}$")
+
+
+def _json(status: int, body: dict[str, Any], headers: Iterable[tuple[str, str]] = ()) -> Response:
+    response = Response(json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json")
+    for name, value in headers:
+        response.headers[name] = value
+    return response
+
+
+def _error(status: int, code: str, message: str, correlation_id: str, **extra: Any) -> Response:
+    headers = [(CORRELATION_HEADER, correlation_id)]
+    if "allow" in extra:
+        headers.append(("Allow", extra.pop("allow")))
+    return _json(status, {"error": code, "message": message, **extra}, headers)
+
+
+class ApiServer:
+    """A WSGI app; `runtime` supplies the functions, the status and drain."""
+
+    def __init__(self, runtime: LocalRuntime, routes: dict[tuple[str, str], str]):
+        self.runtime = runtime
+        self.routes = [Route(method, resource) for method, resource in routes]
+        self.function_of = dict(routes)
+        self.in_flight = 0
+        self._lock = threading.Lock()
+        self.idle = threading.Condition(self._lock)
+        self.requests = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        request = Request(environ)
+        if request.path.startswith("/_local/"):
+            response = self.local_route(request)
+        else:
+            with self._lock:
+                self.in_flight += 1
+                self.requests += 1
+            try:
+                response = self.api_route(request)
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
+                    self.idle.notify_all()
+                self.runtime.activity.notify()  # a command may have appended: wake the pollers
+        return response(environ, start_response)
+
+    # -- the service API -------------------------------------------------------------------
+    def api_route(self, request: Request) -> Response:
+        given = (request.headers.get(CORRELATION_HEADER) or "").strip()
+        correlation_id = given if _PRINTABLE.match(given) else str(uuid.uuid4())
+        raw_uri = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+        if not raw_uri:
+            raw_uri = quote(request.path)
+            if request.query_string:
+                raw_uri += "?" + request.query_string.decode("latin-1")
+        found = match_route(self.routes, request.method, raw_uri)
+        if not isinstance(found, RouteMatch):
+            if found.status == 405:
+                return _error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}",
+                              correlation_id, allow=", ".join(found.allowed))
+            return _error(404, "not_found", f"no route for {request.path}", correlation_id)
+        if (request.content_length or 0) > API_GATEWAY_MAX_BODY:
+            return _error(413, "payload_too_large", "the request body is too large", correlation_id)
+        body = request.get_data(cache=False)
+        function = self.function_of[(self._method_of(request.method, found.resource), found.resource)]
+        event = rest_event(
+            request.method,
+            raw_uri,
+            body=body if body else None,
+            headers=[(k, v) for k, v in request.headers.items()],
+            routes=self.routes,
+            stage="local",
+            source_ip=request.remote_addr or "127.0.0.1",
+        )
+        try:
+            result = self.runtime.functions[function].invoke(event)
+            status, headers, data = parse_proxy_result(result)
+        except Exception:
+            log.exception("%s failed on %s %s", function, request.method, request.path)
+            # What API Gateway answers when the integration fails.
+            return _error(502, "bad_gateway", "Internal server error", correlation_id)
+        response = Response(data, status=status)
+        response.headers.clear()
+        for name, value in headers.pairs():
+            response.headers.add(name, value)
+        if CORRELATION_HEADER.lower() not in {name.lower() for name, _ in headers.pairs()}:
+            response.headers[CORRELATION_HEADER] = correlation_id
+        return response
+
+    def _method_of(self, method: str, resource: str) -> str:
+        method = method.upper()
+        return method if (method, resource) in self.function_of else "ANY"
+
+    # -- the runtime's own routes -------------------------------------------------------------
+    def local_route(self, request: Request) -> Response:
+        correlation_id = str(uuid.uuid4())
+        if request.path == "/_local/status":
+            if request.method != "GET":
+                return _error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}",
+                              correlation_id, allow="GET")
+            return _json(200, self.runtime.status())
+        if request.path == "/_local/drain":
+            if request.method != "POST":
+                return _error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}",
+                              correlation_id, allow="POST")
+            raw = request.args.get("timeout", str(DEFAULT_DRAIN_TIMEOUT))
+            try:
+                timeout = float(raw)
+                if not 0 <= timeout <= MAX_DRAIN_TIMEOUT:
+                    raise ValueError
+            except ValueError:
+                return _error(422, "validation_error", f"timeout must be seconds between 0 and {MAX_DRAIN_TIMEOUT:.0f}",
+                              correlation_id, detail=[{"loc": ["query", "timeout"], "msg": "not a number of seconds"}])
+            drained, status = self.runtime.drain(timeout)
+            if drained:
+                return _json(200, status)
+            return _json(504, {"error": "drain_timeout",
+                               "message": f"still pending after {timeout:g} s", "status": status})
+        return _error(404, "not_found", f"no route for {request.path}", correlation_id)
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._lock:
+            return self.idle.wait_for(lambda: self.in_flight == 0, timeout)

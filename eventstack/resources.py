@@ -1,0 +1,234 @@
+"""Where the CLI finds a stage's physical resources: tables, streams, the archive bucket, DLQs.
+
+One module, so every verb (replay, archive verify, dlq) finds names the same way, against AWS and
+against the local runtime alike (both are reached through the standard AWS settings,
+`AWS_ENDPOINT_URL` included). Sources, first that answers wins:
+
+1. The local runtime's status (`GET /_local/status`, CONTRACT §5) when `EVENTSTACK_LOCAL_URL` is set.
+2. SSM parameters under `/eventstack/<stage>/resources/`, if a deployment (or the local runtime)
+   wrote them (`publish` writes them):
+       /eventstack/<stage>/resources/archive-bucket           bucket name
+       /eventstack/<stage>/resources/tables/<logical name>     table name (event stores, projections)
+       /eventstack/<stage>/resources/streams/<service>         Kinesis stream name
+       /eventstack/<stage>/resources/dlqs/<mapping name>       SQS queue name
+   With no `--stage`, the one stage found under `/eventstack/` is used (several: an error naming them).
+3. When `AWS_ENDPOINT_URL` is a loopback address: the local runtime's names, from its plan
+   (`eventstack.local.plan`, the topology's logical names), stage `local`.
+4. Otherwise the CDK app's naming convention (`infra/naming.py`, repeated here so the CLI does not
+   import aws-cdk-lib): `eventstack-<stage>-<logical name>` for tables, streams and functions,
+   `eventstack-<stage>-<mapping>-dlq` for queues, `eventstack-<stage>-archive-<account>-<region>`
+   for the bucket (the account from STS).
+
+Mapping names (DLQ keys): `<service>-publisher` for a publisher's DynamoDB-stream mapping and
+`<projection>-from-<service>` (topology `Subscription.name`) for a projector's Kinesis mapping.
+
+A projection's *active* table is not here: it is the pointer of `escore.tables` (replay switches it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from escore.tables import PARAMETER_ROOT, table_parameter_name
+from eventstack.topology import TOPOLOGY, Topology
+
+LOCAL_URL_ENV = "EVENTSTACK_LOCAL_URL"
+STAGE_ENV = "EVENTSTACK_STAGE"
+LOCAL_STAGE = "local"
+
+
+class ResourceError(RuntimeError):
+    """The CLI cannot tell which resources to use (no stage, nothing deployed, runtime not running)."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    stage: str
+    archive_bucket: str
+    tables: dict[str, str]  # logical name -> table name (event stores `<service>_events`, projections)
+    streams: dict[str, str]  # service -> Kinesis stream name
+    dlqs: dict[str, str] = field(default_factory=dict)  # mapping name -> SQS queue name
+    source: str = "convention"  # "local-status" | "ssm" | "local-plan" | "convention"
+    local_status: dict[str, Any] | None = None
+
+    def table(self, logical_name: str) -> str:
+        try:
+            return self.tables[logical_name]
+        except KeyError:
+            raise ResourceError(f"no table {logical_name!r} in stage {self.stage} ({self.source})") from None
+
+    def event_store_table(self, service: str) -> str:
+        return self.table(TOPOLOGY.service(service).event_store.logical_name)
+
+    def stream(self, service: str) -> str:
+        try:
+            return self.streams[service]
+        except KeyError:
+            raise ResourceError(f"no stream for service {service!r} in stage {self.stage}") from None
+
+    def pointer_parameter(self, projection: str) -> str:
+        """The projection's active-table pointer (SSM), see escore.tables."""
+        return table_parameter_name(self.stage, projection)
+
+
+def mapping_names(topology: Topology = TOPOLOGY) -> list[str]:
+    names = [f"{s.name}-publisher" for s in topology.services]
+    names += [sub.name for sub in topology.subscriptions]
+    return names
+
+
+def _client(name: str) -> Any:
+    import boto3
+
+    return boto3.client(name)
+
+
+def load(
+    stage: str | None = None,
+    *,
+    ssm: Any = None,
+    local_url: str | None = None,
+    topology: Topology = TOPOLOGY,
+) -> Resources:
+    """The resources of `stage` (see the module's docstring for where the names come from)."""
+    local_url = local_url or os.environ.get(LOCAL_URL_ENV)
+    if local_url:
+        return from_local_status(fetch_local_status(local_url), topology=topology)
+    stage = stage or os.environ.get(STAGE_ENV) or None
+    ssm = ssm or _client("ssm")
+    found = _from_ssm(ssm, stage, topology)
+    if found is not None:
+        return found
+    if is_local_endpoint():
+        return from_local_plan(topology)
+    if stage is None:
+        raise ResourceError(
+            f"no stage: pass --stage (or set {STAGE_ENV}); nothing found under {PARAMETER_ROOT}/ in SSM"
+        )
+    return by_convention(stage, topology=topology)
+
+
+def fetch_local_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    target = url.rstrip("/") + "/_local/status"
+    try:
+        with urllib.request.urlopen(target, timeout=timeout) as answer:
+            status: dict[str, Any] = json.loads(answer.read())
+            return status
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise ResourceError(f"the local runtime does not answer at {target}: {exc}") from exc
+
+
+def from_local_status(status: dict[str, Any], *, topology: Topology = TOPOLOGY) -> Resources:
+    dlqs: dict[str, str] = {}
+    for mapping in status.get("mappings", []):
+        queue = mapping.get("dlq_name") or mapping.get("dlq_queue")
+        name = mapping.get("name")
+        if isinstance(queue, str) and isinstance(name, str):
+            dlqs[name] = queue
+    if not dlqs:
+        dlqs = from_local_plan(topology).dlqs
+    return Resources(
+        stage=str(status.get("stage") or LOCAL_STAGE),
+        archive_bucket=str(status["archive_bucket"]),
+        tables={str(k): str(v) for k, v in status.get("tables", {}).items()},
+        streams={str(k): str(v) for k, v in status.get("streams", {}).items()},
+        dlqs=dlqs,
+        source="local-status",
+        local_status=status,
+    )
+
+
+def _from_ssm(ssm: Any, stage: str | None, topology: Topology) -> Resources | None:
+    root = f"{PARAMETER_ROOT}/{stage}/resources/" if stage else f"{PARAMETER_ROOT}/"
+    try:
+        params = _parameters_by_path(ssm, root)
+    except Exception as exc:  # no SSM permission or endpoint: fall through to the other sources
+        if getattr(exc, "response", None) is None:
+            raise
+        return None
+    if stage is None:
+        stages = sorted({name.split("/")[2] for name in params if name.count("/") >= 4 and "/resources/" in name})
+        if not stages:
+            return None
+        if len(stages) > 1:
+            raise ResourceError(f"several stages deployed ({', '.join(stages)}): pass --stage")
+        stage = stages[0]
+        root = f"{PARAMETER_ROOT}/{stage}/resources/"
+    values = {name[len(root):]: value for name, value in params.items() if name.startswith(root)}
+    if "archive-bucket" not in values:
+        return None
+    tables = {k.split("/", 1)[1]: v for k, v in values.items() if k.startswith("tables/")}
+    streams = {k.split("/", 1)[1]: v for k, v in values.items() if k.startswith("streams/")}
+    dlqs = {k.split("/", 1)[1]: v for k, v in values.items() if k.startswith("dlqs/")}
+    return Resources(stage, values["archive-bucket"], tables, streams, dlqs, source="ssm")
+
+
+def _parameters_by_path(ssm: Any, path: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    kwargs: dict[str, Any] = {"Path": path, "Recursive": True}
+    while True:
+        page = ssm.get_parameters_by_path(**kwargs)
+        for param in page.get("Parameters", []):
+            out[param["Name"]] = param["Value"]
+        token = page.get("NextToken")
+        if not token:
+            return out
+        kwargs["NextToken"] = token
+
+
+def is_local_endpoint() -> bool:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    host = urllib.parse.urlparse(endpoint).hostname if endpoint else None
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def from_local_plan(topology: Topology = TOPOLOGY) -> Resources:
+    from eventstack.local.plan import build_plan
+
+    plan = build_plan(topology)
+    return Resources(
+        stage=LOCAL_STAGE,
+        archive_bucket=plan.archive_bucket,
+        tables=dict(plan.table_names),
+        streams=dict(plan.streams),
+        dlqs={m.name: m.dlq for m in plan.mappings},
+        source="local-plan",
+    )
+
+
+def by_convention(
+    stage: str, *, topology: Topology = TOPOLOGY, account: str | None = None, region: str | None = None
+) -> Resources:
+    prefix = f"eventstack-{stage}-"
+    tables: dict[str, str] = {}
+    for service in topology.services:
+        tables[service.event_store.logical_name] = prefix + service.event_store.logical_name
+        for projection in service.projections:
+            tables[projection.name] = prefix + projection.name
+    streams = {s.name: prefix + s.stream_logical_name for s in topology.services}
+    dlqs = {name: f"{prefix}{name}-dlq" for name in mapping_names(topology)}
+    if account is None:
+        account = str(_client("sts").get_caller_identity()["Account"])
+    if region is None:
+        import boto3
+
+        region = boto3.session.Session().region_name or "us-east-1"
+    bucket = f"{prefix}archive-{account}-{region}"
+    return Resources(stage, bucket, tables, streams, dlqs, source="convention")
+
+
+def publish(resources: Resources, ssm: Any) -> None:
+    """Write `resources` as the SSM parameters of source 2 (what CDK and the local runtime should do)."""
+    root = f"{PARAMETER_ROOT}/{resources.stage}/resources/"
+    entries = {"archive-bucket": resources.archive_bucket}
+    entries.update({f"tables/{k}": v for k, v in resources.tables.items()})
+    entries.update({f"streams/{k}": v for k, v in resources.streams.items()})
+    entries.update({f"dlqs/{k}": v for k, v in resources.dlqs.items()})
+    for key, value in entries.items():
+        ssm.put_parameter(Name=root + key, Value=value, Type="String", Overwrite=True)

@@ -1,0 +1,53 @@
+"""A projection: its table, its projector function, and one Kinesis mapping per subscribed stream."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping as MappingOf
+
+from aws_cdk import aws_kinesis as kinesis
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from constructs import Construct
+
+from eventstack import topology
+from eventstack.topology import Projection, Subscription
+from infra import mappings
+from infra.dead_letters import FailureQueue
+from infra.functions import FunctionSpec, ServiceFunction
+from infra.stages import StageSettings
+from infra.tables import topology_table
+
+
+class Projector(Construct):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, stage: StageSettings, owner: str,
+        projection: Projection, streams: MappingOf[str, kinesis.IStream], code: lambda_.Code,
+    ) -> None:  # fmt: skip
+        super().__init__(scope, construct_id)
+        self.projection = projection
+        self.table = topology_table(self, "Table", stage, projection.table)
+        self.function = ServiceFunction(
+            self,
+            "Function",
+            stage=stage,
+            code=code,
+            spec=FunctionSpec(
+                name=projection.function_name,
+                handler=projection.handler,
+                service=owner,
+                description=f"Projects {', '.join(projection.sources)} events into {projection.name}",
+                environment={
+                    topology.ENV_SERVICE: owner,
+                    topology.table_env(projection.name): self.table.table_name,
+                },
+            ),
+        )
+        self.table.grant_read_write_data(self.function.function)
+        self.mappings: list[mappings.Mapping] = []
+        for source in projection.sources:
+            subscription = Subscription(owner, projection, source)
+            queue = FailureQueue(self, f"OnFailure-{source}", stage=stage, mapping_name=subscription.name)
+            self.function.function.add_event_source(
+                sources.KinesisEventSource(streams[source], **mappings.options(projection.mapping, queue))
+            )
+            self.mappings.append(mappings.Mapping(subscription.name, source, self.function, queue))

@@ -1,0 +1,49 @@
+"""The publisher: relays the event store's change stream to the service's Kinesis stream, in order."""
+
+from __future__ import annotations
+
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_kinesis as kinesis
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from constructs import Construct
+
+from eventstack import topology
+from eventstack.topology import Service
+from infra import mappings
+from infra.dead_letters import FailureQueue
+from infra.functions import FunctionSpec, ServiceFunction
+from infra.stages import StageSettings
+
+
+class Publisher(Construct):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, stage: StageSettings, service: Service,
+        event_store: dynamodb.Table, stream: kinesis.Stream, code: lambda_.Code,
+    ) -> None:  # fmt: skip
+        super().__init__(scope, construct_id)
+        name = service.publisher_function_name
+        self.function = ServiceFunction(
+            self,
+            "Function",
+            stage=stage,
+            code=code,
+            spec=FunctionSpec(
+                name=name,
+                handler=service.publisher_handler,
+                service=service.name,
+                description=f"Relays {service.name}'s event store stream to Kinesis",
+                environment={
+                    topology.ENV_SERVICE: service.name,
+                    topology.ENV_EVENT_STORE_TABLE: event_store.table_name,
+                    topology.ENV_STREAM_NAME: stream.stream_name,
+                },
+            ),
+        )
+        stream.grant_write(self.function.function)
+        self.failure_queue = FailureQueue(self, "OnFailure", stage=stage, mapping_name=name)
+        self.source = sources.DynamoEventSource(
+            event_store, **mappings.options(service.publisher_mapping, self.failure_queue)
+        )
+        self.function.function.add_event_source(self.source)
+        self.mapping = mappings.Mapping(name, service.name, self.function, self.failure_queue)

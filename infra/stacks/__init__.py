@@ -1,0 +1,1 @@
+"""Stacks: wiring only. `eventstack-<stage>-shared` and one `eventstack-<stage>-<service>` each."""

@@ -1,0 +1,441 @@
+"""The REST plumbing both service APIs share (CONTRACT §3), on Powertools' APIGatewayRestResolver.
+
+A `JsonApi` is one API Gateway REST API's Lambda handler. Routes are plain functions taking
+pydantic models (validated by Powertools' `enable_validation`) and returning a JSON object.
+Around them this module guarantees, for every request:
+
+1. the route: 404 `not_found` for an unknown path, 405 `method_not_allowed` (with `Allow`) for
+   a known path and another method. Powertools answers 404 to both, so routes are matched here,
+   before Powertools sees the event;
+2. the request itself, in this order: 413 `payload_too_large` (body over 64 KiB, after base64
+   decoding), 400 `bad_request` (wrong content type, empty or malformed JSON, a JSON value that
+   is not an object), 422 `validation_error` (pydantic, unknown fields included; bad query
+   parameters; a bad Idempotency-Key). A GET or DELETE ignores any body;
+3. the resource's state: domain errors mapped to 404 / 409 (`conflict` with `current_version`,
+   `<scope>_taken` for a uniqueness claim);
+4. never a 5xx for a client's input; any unexpected exception is logged and answered
+   500 `internal_error` with no internals;
+5. `X-Correlation-Id` on every response (the request's, or a new UUID), also put in the
+   `CommandContext` whose metadata the events carry;
+6. idempotency for POST/PATCH/DELETE with an `Idempotency-Key` header: the key is scoped to
+   method and path, the request hash is the canonical JSON of the body (and query parameters),
+   a completed 2xx answer is returned again with nothing appended, another body is 409
+   `idempotency_key_reused`, a request still running is 409 `idempotency_in_progress`, a non-2xx
+   answer frees the key. The answer is stored by the repository in the same atomic append as the
+   events (see escore.aggregate.Repository.save), so a crash can never leave events without it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, TypeVar
+
+import orjson
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from escore.aggregate import AggregateNotFound, CommandContext, VersionConflict
+from escore.observability import logger
+from escore.store import (
+    ClaimTaken,
+    ConcurrencyError,
+    EventStore,
+    IdempotencyCompletion,
+    IdempotencyInProgress,
+    IdempotencyKey,
+    IdempotencyKeyReused,
+    IdempotencyRecord,
+    TooLarge,
+)
+
+MAX_BODY_BYTES = 64 * 1024
+CORRELATION_HEADER = "X-Correlation-Id"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+IDEMPOTENT_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_PRINTABLE = re.compile(r"^[\x20-\x7e]{1,200}$")
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+# Powertools keeps the current event on the resolver *class* (BaseRouter.current_event), so two
+# requests resolved at once in one process (the local runtime's threads) would see each other's
+# event. On Lambda one process serves one request at a time and this lock is never contended.
+_RESOLVE_LOCK = threading.RLock()
+
+RouteFunction = TypeVar("RouteFunction", bound=Callable[..., Any])
+
+
+class HttpError(Exception):
+    """An error answer: `{"error": code, "message": message, **extra}` with `status`."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+        super().__init__(message)
+
+
+def validation_error(detail: Sequence[Mapping[str, Any]], message: str | None = None) -> HttpError:
+    """A 422 naming the fields at fault, e.g. `[{"loc": ["query", "cursor"], "type": ..., "msg": ...}]`."""
+    fields = ", ".join(".".join(str(part) for part in item.get("loc", ())) for item in detail)
+    return HttpError(
+        422, "validation_error", message or f"invalid request: {fields}", detail=[dict(d) for d in detail]
+    )
+
+
+def json_response(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A proxy integration result with a JSON body."""
+    multi = {"Content-Type": [content_types.APPLICATION_JSON]}
+    for name, value in (headers or {}).items():
+        multi[name] = [value]
+    return {
+        "statusCode": status,
+        "multiValueHeaders": multi,
+        "body": orjson.dumps(body).decode(),
+        "isBase64Encoded": False,
+    }
+
+
+def error_body(error: HttpError) -> dict[str, Any]:
+    return {"error": error.code, "message": error.message, **error.extra}
+
+
+def request_hash(body: Any, query: Mapping[str, Any] | None = None) -> str:
+    """Equal JSON, equal hash: keys sorted, no whitespace."""
+    canonical = orjson.dumps({"body": body, "query": dict(query or {})}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    method: str
+    template: str  # API Gateway form, "/posts/{post_id}"
+    status: int  # the success status of the route
+    has_body: bool
+
+    def match(self, path: str) -> dict[str, str] | None:
+        wanted = [s for s in self.template.split("/") if s]
+        given = [s for s in path.split("/") if s]
+        if len(wanted) != len(given):
+            return None
+        params: dict[str, str] = {}
+        for part, value in zip(wanted, given, strict=True):
+            if part.startswith("{") and part.endswith("}"):
+                params[part[1:-1]] = value
+            elif part != value:
+                return None
+        return params
+
+    @property
+    def literal_rank(self) -> tuple[int, ...]:
+        return tuple(0 if s.startswith("{") else 1 for s in self.template.split("/") if s)
+
+
+@dataclass
+class RequestScope:
+    """What the plumbing knows of the request being handled."""
+
+    method: str
+    path: str
+    correlation_id: str
+    command: CommandContext
+    route: RouteSpec | None = None
+    body: Any = None
+    query: dict[str, str] = field(default_factory=dict)
+    idempotency_key: str | None = None
+
+
+_current: ContextVar[RequestScope | None] = ContextVar("escore_http_request", default=None)
+
+
+def _header(event: Mapping[str, Any], name: str) -> str | None:
+    wanted = name.lower()
+    for key, value in (event.get("headers") or {}).items():
+        if key.lower() == wanted and value is not None:
+            return str(value)
+    for key, values in (event.get("multiValueHeaders") or {}).items():
+        if key.lower() == wanted and values:
+            return str(values[-1])
+    return None
+
+
+def _without_header(headers: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
+    return {key: value for key, value in (headers or {}).items() if key.lower() != name.lower()}
+
+
+class JsonApi:
+    """One REST API: routes registered with `get/post/patch/delete`, called as a Lambda handler.
+
+    `store` holds the idempotency records (the service's event store, so an answer and its
+    events are written in one transaction); without a store, Idempotency-Key is ignored.
+    """
+
+    def __init__(self, service: str, store: EventStore | None = None, *, max_body: int = MAX_BODY_BYTES) -> None:
+        self.service = service
+        self.store = store
+        self.max_body = max_body
+        self.routes: list[RouteSpec] = []
+        self.app = APIGatewayRestResolver(
+            enable_validation=True,
+            serializer=lambda obj: orjson.dumps(obj).decode(),
+            json_body_deserializer=orjson.loads,
+        )
+        self.app.use(middlewares=[self._around_route])
+        self.app.exception_handler(Exception)(self._on_exception)
+        self.app.exception_handler(RequestValidationError)(self._on_validation_error)
+        self.app.not_found(self._on_not_found)
+
+    # registration
+    def route(self, method: str, template: str, *, status: int = 200) -> Callable[[RouteFunction], RouteFunction]:
+        """Register `fn` for `method template` (API Gateway syntax, `/posts/{post_id}`).
+
+        `fn` returns a JSON object, answered with `status` (e.g. 201 for a create).
+        """
+        method = method.upper()
+        spec = RouteSpec(method, template, status, has_body=method in BODY_METHODS)
+        powertools_rule = re.sub(r"\{(\w+)\}", r"<\1>", template)
+
+        def register(fn: RouteFunction) -> RouteFunction:
+            self.routes.append(spec)
+            self.app.route(powertools_rule, method=method)(fn)
+            return fn
+
+        return register
+
+    def get(self, template: str, *, status: int = 200) -> Callable[[RouteFunction], RouteFunction]:
+        return self.route("GET", template, status=status)
+
+    def post(self, template: str, *, status: int = 201) -> Callable[[RouteFunction], RouteFunction]:
+        return self.route("POST", template, status=status)
+
+    def patch(self, template: str, *, status: int = 200) -> Callable[[RouteFunction], RouteFunction]:
+        return self.route("PATCH", template, status=status)
+
+    def delete(self, template: str, *, status: int = 200) -> Callable[[RouteFunction], RouteFunction]:
+        return self.route("DELETE", template, status=status)
+
+    # the request being handled
+    @property
+    def command(self) -> CommandContext:
+        """The CommandContext of the current request (correlation id, idempotency reservation)."""
+        scope = _current.get()
+        if scope is None:
+            raise RuntimeError("no request is being handled")
+        return scope.command
+
+    # the Lambda handler
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        with _RESOLVE_LOCK:
+            scope = self._scope_of(event)
+            token = _current.set(scope)
+            logger.set_correlation_id(scope.correlation_id)
+            try:
+                result = self._handle(event, context, scope)
+            except Exception:  # a bug in this plumbing; still no stack trace to the client
+                logger.exception("request failed outside the resolver")
+                result = json_response(500, {"error": "internal_error", "message": "internal error"})
+            finally:
+                _current.reset(token)
+                logger.set_correlation_id(None)
+        return self._with_header(result, CORRELATION_HEADER, scope.correlation_id)
+
+    def _scope_of(self, event: Mapping[str, Any]) -> RequestScope:
+        given = (_header(event, CORRELATION_HEADER) or "").strip()
+        correlation_id = given if _PRINTABLE.match(given) else str(uuid.uuid4())
+        request_id = (event.get("requestContext") or {}).get("requestId")
+        return RequestScope(
+            method=str(event.get("httpMethod") or "").upper(),
+            path=str(event.get("path") or "/"),
+            correlation_id=correlation_id,
+            command=CommandContext(correlation_id, causation_id=request_id if isinstance(request_id, str) else None),
+        )
+
+    def _handle(self, event: dict[str, Any], context: Any, scope: RequestScope) -> dict[str, Any]:
+        try:
+            prepared = self._precheck(event, scope)
+        except HttpError as error:
+            headers = {"Allow": error.extra.pop("allow")} if "allow" in error.extra else None
+            return json_response(error.status, error_body(error), headers)
+        return self.app.resolve(prepared, context)
+
+    def _precheck(self, event: dict[str, Any], scope: RequestScope) -> dict[str, Any]:
+        """Route (404, 405), then the request's own form (413, 400, key 422); returns the event to resolve."""
+        scope.route = self._match(scope.method, scope.path)
+        scope.command.success_status = scope.route.status
+        scope.query = {str(k): str(v) for k, v in (event.get("queryStringParameters") or {}).items()}
+        prepared = dict(event)
+        if scope.route.has_body:
+            scope.body = self._read_body(event)
+            headers = _without_header(event.get("headers"), "content-type")
+            headers["Content-Type"] = content_types.APPLICATION_JSON
+            multi = _without_header(event.get("multiValueHeaders"), "content-type")
+            multi["Content-Type"] = [content_types.APPLICATION_JSON]
+            prepared.update(
+                body=orjson.dumps(scope.body).decode(), isBase64Encoded=False, headers=headers, multiValueHeaders=multi
+            )
+        else:
+            prepared.update(body=None, isBase64Encoded=False)  # a GET or DELETE ignores any body
+        if scope.method in IDEMPOTENT_METHODS:
+            key = _header(event, IDEMPOTENCY_HEADER)
+            if key is not None:
+                if not _KEY.match(key):
+                    raise validation_error(
+                        [{"loc": ["header", IDEMPOTENCY_HEADER], "type": "invalid_key",
+                          "msg": "1 to 255 visible ASCII characters"}]
+                    )
+                scope.idempotency_key = key
+                scope.command.idempotency_key = key
+        return prepared
+
+    def _match(self, method: str, path: str) -> RouteSpec:
+        fits = [(spec.literal_rank, spec) for spec in self.routes if spec.match(path) is not None]
+        if not fits:
+            raise HttpError(404, "not_found", f"no route for {path}")
+        for _, spec in sorted(fits, key=lambda fit: fit[0], reverse=True):
+            if spec.method == method:
+                return spec
+        allowed = ", ".join(sorted({spec.method for _, spec in fits}))
+        raise HttpError(405, "method_not_allowed", f"{method} is not allowed on {path}", allow=allowed)
+
+    def _read_body(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        raw_text = event.get("body")
+        raw: bytes
+        if raw_text is None:
+            raw = b""
+        elif event.get("isBase64Encoded"):
+            try:
+                raw = base64.b64decode(str(raw_text), validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise HttpError(400, "bad_request", "the body is not valid base64") from exc
+        else:
+            raw = str(raw_text).encode("utf-8", errors="surrogatepass")
+        if len(raw) > self.max_body:
+            raise HttpError(413, "payload_too_large", f"the body is over {self.max_body} bytes")
+        content_type = _header(event, "content-type")
+        if content_type is not None:
+            media = content_type.split(";", 1)[0].strip().lower()
+            if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+                raise HttpError(400, "bad_request", "the body must be sent as Content-Type: application/json")
+        if not raw.strip():
+            raise HttpError(400, "bad_request", "a JSON object body is required")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise HttpError(400, "bad_request", "the body is not valid JSON") from exc
+        if not isinstance(body, dict):
+            raise HttpError(400, "bad_request", "the body must be a JSON object")
+        return body
+
+    # around every matched route: a Powertools middleware, so it runs after request validation (422)
+    def _around_route(self, app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+        scope = _current.get()
+        if scope is None or scope.route is None:
+            return next_middleware(app)
+        if scope.idempotency_key is None or self.store is None:
+            return self._with_route_status(next_middleware(app), scope.route)
+        key = IdempotencyKey(f"{scope.method} {scope.path}", scope.idempotency_key)
+        try:
+            record = self.store.begin_idempotent(key, request_hash(scope.body, scope.query))
+        except IdempotencyKeyReused as exc:
+            raise HttpError(
+                409, "idempotency_key_reused", "this Idempotency-Key was used with another request"
+            ) from exc
+        if record.status == "completed":
+            stored = record.response or {}
+            return Response(
+                status_code=int(stored.get("status_code", 200)),
+                content_type=content_types.APPLICATION_JSON,
+                body=stored.get("body"),
+                headers={"Idempotent-Replayed": "true"},
+            )
+        scope.command.reservation = record
+        try:
+            response = self._with_route_status(next_middleware(app), scope.route)
+        except BaseException:
+            self._abandon(record)
+            raise
+        if 200 <= response.status_code < 300:
+            if not scope.command.idempotency_stored:  # a command that appended nothing
+                answer = {"status_code": response.status_code, "body": response.body}
+                self.store.complete_idempotent(IdempotencyCompletion(record, answer))
+        else:
+            self._abandon(record)  # only 2xx answers are kept: a 4xx is evaluated afresh on retry
+        return response
+
+    @staticmethod
+    def _with_route_status(response: Response[Any], route: RouteSpec) -> Response[Any]:
+        # A route returns a plain JSON object (Powertools answers it 200); the route says which 2xx.
+        if response.status_code == HTTPStatus.OK:
+            response.status_code = route.status
+        return response
+
+    def _abandon(self, record: IdempotencyRecord) -> None:
+        if self.store is None:
+            return
+        try:
+            self.store.abandon_idempotent(record)
+        except Exception:  # the lease expires by itself; the answer stands
+            logger.warning("idempotency reservation not released", exc_info=True)
+
+    # exception mapping (Powertools calls these; the most specific class wins)
+    def _on_validation_error(self, exc: RequestValidationError) -> Response[Any]:
+        detail = [
+            {"loc": list(error.get("loc", ())), "type": error.get("type"), "msg": error.get("msg")}
+            for error in exc.errors()
+        ]
+        return self._error(validation_error(detail))
+
+    def _on_not_found(self, exc: NotFoundError) -> Response[Any]:
+        return self._error(HttpError(404, "not_found", "no such route"))
+
+    def _on_exception(self, exc: Exception) -> Response[Any]:
+        return self._error(self.map_exception(exc))
+
+    def map_exception(self, exc: Exception) -> HttpError:
+        """The answer for an exception a route raised: domain errors to 4xx, anything else to 500."""
+        if isinstance(exc, HttpError):
+            return exc
+        if isinstance(exc, AggregateNotFound):
+            return HttpError(404, "not_found", str(exc))
+        if isinstance(exc, VersionConflict):
+            return HttpError(409, "conflict", str(exc), current_version=exc.current_version)
+        if isinstance(exc, ConcurrencyError):
+            extra = {} if exc.current_version is None else {"current_version": exc.current_version}
+            return HttpError(409, "conflict", "the resource was changed by another request; reload and retry", **extra)
+        if isinstance(exc, ClaimTaken):
+            return HttpError(409, f"{exc.claim.scope}_taken", f"{exc.claim.scope} {exc.claim.value!r} is taken")
+        if isinstance(exc, IdempotencyInProgress):
+            return HttpError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still running")
+        if isinstance(exc, TooLarge):
+            return HttpError(413, "payload_too_large", "the request is too large to store")
+        logger.exception("unhandled error in route", extra={"error_type": type(exc).__name__})
+        return HttpError(500, "internal_error", "internal error")
+
+    def _error(self, error: HttpError) -> Response[Any]:
+        extra = dict(error.extra)
+        headers = {"Allow": extra.pop("allow")} if "allow" in extra else None
+        body = {"error": error.code, "message": error.message, **extra}
+        return Response(
+            status_code=error.status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers
+        )
+
+    @staticmethod
+    def _with_header(result: dict[str, Any], name: str, value: str) -> dict[str, Any]:
+        multi = result.get("multiValueHeaders")
+        if isinstance(multi, Mapping):
+            result["multiValueHeaders"] = {**multi, name: [value]}
+        else:
+            result["headers"] = {**(result.get("headers") or {}), name: value}
+        return result
+

@@ -1,0 +1,208 @@
+"""The profiles service's REST API (CONTRACT §3, "profiles"): one Lambda behind API Gateway.
+
+    POST  /users                     {"handle", "display_name"}               -> 201 {"user_id", "version": 1}
+    PATCH /users/{user_id}           {"display_name", "expected_version"?}    -> 200 {"user_id", "version"}
+    GET   /users/{user_id}                                                    -> 200 the profile
+    GET   /users/{user_id}/posts?limit=1-100&cursor=                          -> 200 {"items", "next_cursor"}
+
+The profile (handle, display_name, version) is folded from the event store, so a GET reflects
+every command answered before it; only `post_count` and the timeline come from projections
+(`user_profiles`, `user_timeline`), which are eventually consistent by contract. A handle is
+unique through a claim written in the same append as UserRegistered (409 `handle_taken`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Protocol, TypeVar
+
+from aws_lambda_powertools.event_handler.openapi.params import Query
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from escore.aggregate import AggregateNotFound, CommandContext, Repository, canonical_uuid
+from escore.envelope import new_id
+from escore.http import JsonApi, validation_error
+from escore.runtime import Handler, lazy, require
+from escore.store import EventStore
+from profiles.domain import KIND, User
+from profiles.readmodels import InvalidCursor
+
+SERVICE = "profiles"
+ENV_SERVICE = "SERVICE_NAME"
+ENV_EVENT_STORE_TABLE = "EVENT_STORE_TABLE"
+ENV_SNAPSHOT_EVERY = "SNAPSHOT_EVERY"  # optional: snapshot a user every N events (0, the default: never)
+USER_PROFILES = "user_profiles"  # projection names; tables via USER_PROFILES_TABLE, USER_TIMELINE_TABLE
+USER_TIMELINE = "user_timeline"
+DEFAULT_PAGE_SIZE = 20
+T = TypeVar("T")
+
+Handle = Annotated[StrictStr, Field(pattern=r"^[a-z0-9_]{3,30}$")]
+DisplayName = Annotated[StrictStr, Field(min_length=1, max_length=100)]
+
+
+class RegisterUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    handle: Handle
+    display_name: DisplayName
+
+
+class ChangeDisplayName(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    display_name: DisplayName
+    expected_version: Annotated[StrictInt, Field(ge=1)] | None = None
+
+
+class PostCounts(Protocol):
+    """The `user_profiles` projection, as this API reads it (profiles.readmodels.ProfileReadModel)."""
+
+    def post_count(self, user_id: str) -> int: ...
+
+
+class Timelines(Protocol):
+    """The `user_timeline` projection (profiles.readmodels.TimelineReadModel); raises InvalidCursor."""
+
+    def page(self, user_id: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]: ...
+
+
+class UserCommands:
+    """The profiles use cases: one command or query each."""
+
+    def __init__(
+        self,
+        users: Repository[User],
+        profiles: Callable[[], PostCounts],
+        timeline: Callable[[], Timelines],
+    ) -> None:
+        self.users = users
+        self.profiles = profiles
+        self.timeline = timeline
+
+    def register(self, handle: str, display_name: str, context: CommandContext) -> dict[str, Any]:
+        user = User(new_id())
+        events, claims = user.register(handle, display_name)
+        version = self.users.save(user, events, context, claims=claims, answer=lambda v: answer(user.id, v))
+        return answer(user.id, version)
+
+    def change_display_name(
+        self, user_id: str, display_name: str, expected_version: int | None, context: CommandContext
+    ) -> dict[str, Any]:
+        user_id = canonical_uuid(user_id, KIND)
+        user = self.users.execute(
+            user_id,
+            lambda u: u.change_display_name(display_name, expected_version),
+            context,
+            answer=lambda v: answer(user_id, v),
+        )
+        return answer(user.id, user.version)
+
+    def get(self, user_id: str) -> dict[str, Any]:
+        user = self.users.get(canonical_uuid(user_id, KIND), KIND)
+        return user.view(post_count=self.profiles().post_count(user.id))
+
+    def posts(self, user_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
+        user_id = canonical_uuid(user_id, KIND)
+        try:
+            items, next_cursor = self.timeline().page(user_id, limit, cursor)
+        except InvalidCursor as exc:  # the request itself is at fault: 422 before the user's 404
+            raise validation_error(
+                [{"loc": ["query", "cursor"], "type": "invalid_cursor", "msg": "not a cursor this API gave out"}]
+            ) from exc
+        if self.users.store.current_version(User.stream_id_for(user_id)) == 0:
+            raise AggregateNotFound(KIND, user_id)
+        return {"items": items, "next_cursor": next_cursor}
+
+
+def answer(user_id: str, version: int) -> dict[str, Any]:
+    return {"user_id": user_id, "version": version}
+
+
+def build(
+    env: Mapping[str, str],
+    store: EventStore | None = None,
+    profiles: PostCounts | None = None,
+    timeline: Timelines | None = None,
+    *,
+    snapshot_every: int | None = None,
+) -> Handler:
+    """The profiles API handler.
+
+    Defaults: the DynamoDB event store named by EVENT_STORE_TABLE, and the read models on the
+    projection tables, resolved per request through escore.tables (USER_PROFILES_TABLE and
+    USER_TIMELINE_TABLE, or the active-table pointer a replay `--into new` switches).
+    """
+    service = env.get(ENV_SERVICE) or SERVICE
+    if store is None:
+        from escore.dynamodb_store import DynamoDBEventStore  # boto3 only when no store is given
+
+        store = DynamoDBEventStore(require(env, ENV_EVENT_STORE_TABLE))
+    if snapshot_every is None:
+        snapshot_every = int(env.get(ENV_SNAPSHOT_EVERY) or 0)
+    commands = UserCommands(
+        Repository(store, User, service, snapshot_every=snapshot_every),
+        _fixed(profiles) if profiles is not None else _profiles_on(env),
+        _fixed(timeline) if timeline is not None else _timeline_on(env),
+    )
+    api = JsonApi(service, store)
+
+    @api.post("/users", status=201)
+    def register_user(body: RegisterUser) -> dict[str, Any]:
+        return commands.register(body.handle, body.display_name, api.command)
+
+    @api.patch("/users/{user_id}")
+    def change_display_name(user_id: str, body: ChangeDisplayName) -> dict[str, Any]:
+        return commands.change_display_name(user_id, body.display_name, body.expected_version, api.command)
+
+    @api.get("/users/{user_id}")
+    def get_user(user_id: str) -> dict[str, Any]:
+        return commands.get(user_id)
+
+    @api.get("/users/{user_id}/posts")
+    def list_user_posts(
+        user_id: str,
+        limit: Annotated[int, Query(ge=1, le=100)] = DEFAULT_PAGE_SIZE,
+        cursor: Annotated[str | None, Query()] = None,
+    ) -> dict[str, Any]:
+        return commands.posts(user_id, limit, cursor or None)  # `cursor=` (empty) is the first page
+
+    return api
+
+
+def _fixed(value: T) -> Callable[[], T]:
+    return lambda: value
+
+
+def _profiles_on(env: Mapping[str, str]) -> Callable[[], PostCounts]:
+    from escore.tables import TableResolver
+    from profiles.readmodels import ProfileReadModel
+
+    resolve = TableResolver(env, USER_PROFILES)  # fails at cold start when the table is not configured
+    models: dict[str, ProfileReadModel] = {}
+
+    def current() -> PostCounts:
+        table = resolve()  # the active table: a replay `--into new` may have switched it
+        if table not in models:
+            models[table] = ProfileReadModel(table)
+        return models[table]
+
+    return current
+
+
+def _timeline_on(env: Mapping[str, str]) -> Callable[[], Timelines]:
+    from escore.tables import TableResolver
+    from profiles.readmodels import TimelineReadModel
+
+    resolve = TableResolver(env, USER_TIMELINE)
+    models: dict[str, TimelineReadModel] = {}
+
+    def current() -> Timelines:
+        table = resolve()
+        if table not in models:
+            models[table] = TimelineReadModel(table)
+        return models[table]
+
+    return current
+
+
+handler = lazy(build)

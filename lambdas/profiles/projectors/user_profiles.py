@@ -1,0 +1,83 @@
+"""`user_profiles`: per user, the profile fields and `post_count`.
+
+Fed by the profiles stream (UserRegistered, DisplayNameChanged) and the posts stream
+(PostCreated +1, PostDeleted of a live post -1, PostEdited nothing). One item per user,
+`pk = "user#<user_id>"`, `sk = "profile"`: `user_id`, `handle`, `display_name` written with SET
+by the user's own stream, and `post_count` written with ADD by
+every post stream. The two kinds of writes commute, so the item ends the same whatever the order
+of the streams (a PostCreated may be projected before its author's UserRegistered).
+
+A post's stream state (kept with its checkpoint) remembers its author and whether it is live,
+because PostDeleted carries neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from escore.envelope import Envelope
+from escore.projection import ProjectionSpec, Projector, StreamState, Write, kinesis_handler, update
+from escore.runtime import Handler, lazy
+from escore.tables import TableResolver
+
+NAME = "user_profiles"
+TABLE_ENV = "USER_PROFILES_TABLE"  # eventstack.topology.table_env(NAME); read by TableResolver
+PROFILE_SK = "profile"
+
+
+def profile_key(user_id: str) -> tuple[str, str]:
+    return (f"user#{user_id}", PROFILE_SK)
+
+
+def _user_registered(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
+    data = event.data
+    user_id = data["user_id"]
+    fields = {"user_id": user_id, "handle": data["handle"], "display_name": data["display_name"]}
+    return {"user_id": user_id}, [update(profile_key(user_id), set=fields)]
+
+
+def _display_name_changed(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
+    user_id = state["user_id"]  # set by the stream's UserRegistered, always applied before
+    return state, [update(profile_key(user_id), set={"display_name": event.data["display_name"]})]
+
+
+def _post_created(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
+    author_id = event.data["author_id"]
+    return {"author_id": author_id, "live": True}, [update(profile_key(author_id), add={"post_count": 1})]
+
+
+def _post_edited(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
+    return state, []
+
+
+def _post_deleted(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
+    if not state.get("live"):
+        return state, []
+    return {**state, "live": False}, [update(profile_key(state["author_id"]), add={"post_count": -1})]
+
+
+PROJECTION = ProjectionSpec(
+    NAME,
+    {
+        "UserRegistered": _user_registered,
+        "DisplayNameChanged": _display_name_changed,
+        "PostCreated": _post_created,
+        "PostEdited": _post_edited,
+        "PostDeleted": _post_deleted,
+    },
+)
+
+
+def build(env: Mapping[str, str], *, client: Any = None) -> Handler:
+    table = TableResolver(env, NAME)  # TABLE_ENV, or the active-table pointer replay switches
+    if client is None:
+        import boto3
+
+        client = boto3.client("dynamodb")
+    from escore.observability import logger
+
+    return kinesis_handler(Projector(PROJECTION, table, client), logger)
+
+
+handler = lazy(build)

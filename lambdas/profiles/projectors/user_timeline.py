@@ -1,0 +1,86 @@
+"""`user_timeline`: each user's posts, newest first, deleted ones removed, edits applied.
+
+Fed by the posts stream. One item per live post: `pk = "timeline#<author_id>"`,
+`sk = "<created_at>#<post_id>"` (created_at is the PostCreated's occurred_at, fixed-width RFC 3339,
+so the sort key orders by time, then post id), attributes `post_id`, `text`, `created_at`.
+A query with ScanIndexForward=False reads newest first. PostEdited and PostDeleted carry no author
+and no creation time, so the post's stream state (kept with its checkpoint) remembers them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from escore.envelope import Envelope
+from escore.projection import (
+    ProjectionSpec,
+    Projector,
+    StreamState,
+    Write,
+    delete,
+    kinesis_handler,
+    put,
+    update,
+)
+from escore.runtime import Handler, lazy
+from escore.tables import TableResolver
+
+NAME = "user_timeline"
+TABLE_ENV = "USER_TIMELINE_TABLE"  # eventstack.topology.table_env(NAME); read by TableResolver
+
+
+def timeline_pk(user_id: str) -> str:
+    return f"timeline#{user_id}"
+
+
+def timeline_sk(created_at: str, post_id: str) -> str:
+    return f"{created_at}#{post_id}"
+
+
+def _entry_key(state: StreamState) -> tuple[str, str]:
+    return (timeline_pk(state["author_id"]), timeline_sk(state["created_at"], state["post_id"]))
+
+
+def _post_created(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
+    data = event.data
+    post_id, created_at = data["post_id"], event.occurred_at
+    new_state = {"author_id": data["author_id"], "post_id": post_id, "created_at": created_at, "live": True}
+    entry = {"post_id": post_id, "text": data["text"], "created_at": created_at}
+    return new_state, [put(_entry_key(new_state), entry)]
+
+
+def _post_edited(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
+    if not state.get("live"):
+        return state, []
+    return state, [update(_entry_key(state), set={"text": event.data["text"]})]
+
+
+def _post_deleted(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
+    if not state.get("live"):
+        return state, []
+    return {**state, "live": False}, [delete(_entry_key(state))]
+
+
+PROJECTION = ProjectionSpec(
+    NAME,
+    {
+        "PostCreated": _post_created,
+        "PostEdited": _post_edited,
+        "PostDeleted": _post_deleted,
+    },
+)
+
+
+def build(env: Mapping[str, str], *, client: Any = None) -> Handler:
+    table = TableResolver(env, NAME)  # TABLE_ENV, or the active-table pointer replay switches
+    if client is None:
+        import boto3
+
+        client = boto3.client("dynamodb")
+    from escore.observability import logger
+
+    return kinesis_handler(Projector(PROJECTION, table, client), logger)
+
+
+handler = lazy(build)

@@ -1,0 +1,122 @@
+"""Queries on the profiles service's read models (the tables its projectors write).
+
+Both are eventually consistent projections of the streams (CONTRACT §3 "consistency").
+Item layouts are the projectors' (`profiles.projectors.user_profiles`, `.user_timeline`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+
+import orjson
+
+from escore.projection import from_item
+from profiles.projectors.user_profiles import profile_key
+from profiles.projectors.user_timeline import timeline_pk
+
+MAX_PAGE = 100
+_SK = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z#[^#]{1,200}")
+
+
+class InvalidCursor(ValueError):
+    """A `cursor` that this read model did not hand out (malformed, tampered with)."""
+
+
+def _client(client: Any) -> Any:
+    if client is not None:
+        return client
+    import boto3
+
+    return boto3.client("dynamodb")
+
+
+class ProfileReadModel:
+    def __init__(self, table_name: str, client: Any = None) -> None:
+        self.table_name = table_name
+        self._client = _client(client)
+
+    def post_count(self, user_id: str) -> int:
+        """How many live posts the user has (0 when none or unknown)."""
+        pk, sk = profile_key(user_id)
+        response = self._client.get_item(
+            TableName=self.table_name,
+            Key={"pk": {"S": pk}, "sk": {"S": sk}},
+            ProjectionExpression="post_count",
+        )
+        item = response.get("Item")
+        if not item or "post_count" not in item:
+            return 0
+        return max(int(item["post_count"]["N"]), 0)
+
+    def profile(self, user_id: str) -> dict[str, Any] | None:
+        """`{"user_id", "handle", "display_name", "post_count"}` once the registration is projected, else None."""
+        pk, sk = profile_key(user_id)
+        response = self._client.get_item(TableName=self.table_name, Key={"pk": {"S": pk}, "sk": {"S": sk}})
+        item = from_item(response.get("Item") or {})
+        if "handle" not in item:
+            return None
+        return {
+            "user_id": user_id,
+            "handle": item["handle"],
+            "display_name": item.get("display_name"),
+            "post_count": max(int(item.get("post_count", 0)), 0),
+        }
+
+
+class TimelineReadModel:
+    def __init__(self, table_name: str, client: Any = None) -> None:
+        self.table_name = table_name
+        self._client = _client(client)
+
+    def page(self, user_id: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the user's live posts, newest first (created_at, then post_id, descending).
+
+        Returns the items `{"post_id", "text", "created_at"}` and the cursor of the next page,
+        None when this page is the last. Raises InvalidCursor for a cursor not made here.
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be 1..{MAX_PAGE}")
+        query: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": timeline_pk(user_id)}},
+            "ProjectionExpression": "sk, post_id, #t, created_at",
+            "ExpressionAttributeNames": {"#t": "text"},
+            "ScanIndexForward": False,
+            "Limit": limit + 1,  # one more than asked tells whether another page exists
+        }
+        if cursor is not None:
+            query["ExclusiveStartKey"] = {"pk": {"S": timeline_pk(user_id)}, "sk": {"S": decode_cursor(cursor)}}
+        rows: list[dict[str, Any]] = []
+        while len(rows) <= limit:
+            response = self._client.query(**query)
+            rows.extend(from_item(item) for item in response.get("Items", []))
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                break
+            query["ExclusiveStartKey"] = last
+            query["Limit"] = limit + 1 - len(rows)
+        items = [{"post_id": r["post_id"], "text": r["text"], "created_at": r["created_at"]} for r in rows[:limit]]
+        next_cursor = encode_cursor(rows[limit - 1]["sk"]) if len(rows) > limit else None
+        return items, next_cursor
+
+
+def encode_cursor(sort_key: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"sk": sort_key})).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        if not cursor or len(cursor) > 512:
+            raise ValueError("bad length")
+        raw = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error, orjson.JSONDecodeError) as exc:
+        raise InvalidCursor("cursor is not one this API handed out") from exc
+    if not isinstance(raw, dict) or set(raw) != {"sk"} or not isinstance(raw["sk"], str) \
+            or not _SK.fullmatch(raw["sk"]):
+        raise InvalidCursor("cursor is not one this API handed out")
+    sort_key: str = raw["sk"]
+    return sort_key
