@@ -11,15 +11,17 @@ import os
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-from aws_cdk import App  # noqa: E402
+from aws_cdk import App
 
-from infra.application import build, context_defaults  # noqa: E402
+from infra.application import build, context_defaults
 
 
 def main() -> None:
     # cdk.json's context also applies when this file is run directly (the CLI passes it itself;
     # what the CLI passes, e.g. -c stage=prod, wins over these defaults).
-    app = App(context=context_defaults())
+    # Run directly, write where the CLI would (the CLI sets CDK_OUTDIR itself).
+    outdir = None if os.environ.get("CDK_OUTDIR") else "cdk.out"
+    app = App(context=context_defaults(), outdir=outdir)
     build(app)
     app.synth()
 

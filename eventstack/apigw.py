@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 __all__ = [
     "Headers",
@@ -70,6 +70,12 @@ class RouteMiss:
         return "not_found" if self.status == 404 else "method_not_allowed"
 
 
+def _split_target(target: str) -> tuple[str, str]:
+    """(path, query) of a request target; unlike urlsplit, `//a/b` is a path, not a host."""
+    path, _, query = target.partition("?")
+    return (path.split("#", 1)[0] or "/"), query
+
+
 def _segments(path: str) -> list[str]:
     return [segment for segment in path.split("/") if segment != ""]
 
@@ -102,7 +108,7 @@ def match_route(routes: Iterable[RouteLike], method: str, path: str) -> RouteMat
     `RouteMiss(405, allowed=...)`; a path no route has is `RouteMiss(404)`.
     """
     method = method.upper()
-    path = urlsplit(path).path or "/"
+    path = _split_target(path)[0]
     fits: list[tuple[tuple[int, ...], RouteLike, dict[str, str]]] = []
     for route in routes:
         params = _match_template(route.resource, path)
@@ -201,8 +207,7 @@ def rest_event(
     API Gateway does; without a match (or without `routes`) the resource is the path itself.
     """
     method = method.upper()
-    split = urlsplit(path)
-    raw_path = split.path or "/"
+    raw_path, url_query = _split_target(path)
     decoded_path = unquote(raw_path)
 
     header_pairs: list[tuple[str, str]] = list(
@@ -221,7 +226,7 @@ def rest_event(
         single_headers[name] = value  # API Gateway keeps the last value in `headers`
         multi_headers.setdefault(name, []).append(value)
 
-    pairs = _query_pairs(query, split.query)
+    pairs = _query_pairs(query, url_query)
     single_query: dict[str, str] = {}
     multi_query: dict[str, list[str]] = {}
     for name, value in pairs:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from eventstack.commands import local
+from eventstack.commands import archive, dlq, local, replay
 
 app = typer.Typer(
     name="eventstack",
@@ -23,6 +23,9 @@ def _verbs() -> None:
 
 # Verbs are registered below, one line each; their modules import heavy libraries lazily.
 app.command("local")(local.local)
+app.command("replay")(replay.replay)
+app.add_typer(archive.app, name="archive")
+app.add_typer(dlq.app, name="dlq")
 
 
 def main() -> None:

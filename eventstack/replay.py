@@ -74,6 +74,7 @@ def is_replayed(event: Envelope) -> bool:
 
 
 def mark_replayed(event: Envelope) -> Envelope:
+    """The event flagged as replayed (the archive reader sets the flag while decoding, for speed)."""
     return event.with_changes(metadata={**event.metadata, REPLAYED: True})
 
 
@@ -367,6 +368,7 @@ class Replayer:
             require_start=since is None,
             stats=stats,
             progress=on_scan,
+            mark={REPLAYED: True},
         )
         first = True
         dropped = 0
@@ -417,7 +419,7 @@ class Replayer:
         if projector is None or projector.table_name != table:
             projector = Projector(self.spec, table, self.clients.dynamodb, upcaster=self.upcaster)
             self._local.projector = projector
-        result = projector.apply([mark_replayed(e) for e in events])
+        result = projector.apply(events)
         with self._summary_lock:
             self.summary.add(result)
         self.progress.advance(len(events))
@@ -486,7 +488,7 @@ class Replayer:
                     except EnvelopeError as exc:
                         self.summary.problems.append(f"{stream}/{shard_id} {item['SequenceNumber']}: {exc}")
                         continue
-                    events.append(self.upcaster.upcast(event))
+                    events.append(self.upcaster.upcast(mark_replayed(event)))
                 self._apply_in_slices(table, events)
                 next_iterator = page.get("NextShardIterator")
                 if not page.get("Records") and (not next_iterator or page.get("MillisBehindLatest", 0) == 0):

@@ -79,9 +79,15 @@ def _route_tree(service: Service) -> tuple[list[str], dict[str, set[str]]]:
 
 class ServiceApi(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, stage: StageSettings, service: Service,
-        function: ServiceFunction, user_pool: cognito.IUserPool | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: StageSettings,
+        service: Service,
+        function: ServiceFunction,
+        user_pool: cognito.IUserPool | None = None,
+    ) -> None:
         super().__init__(scope, construct_id)
         self.authorization = stage.auth
         self.access_logs = logs.LogGroup(
@@ -139,7 +145,9 @@ class ServiceApi(Construct):
         for path in paths:
             resource = self.rest_api.root.resource_for_path(path)
             for method in sorted(declared.get(path, ())):
-                params = {f"method.request.path.{p[1:-1]}": True for p in path.split("/") if p.startswith("{")}
+                params = {
+                    f"method.request.path.{p[1:-1]}": True for p in path.split("/") if p.startswith("{")
+                }
                 resource.add_method(
                     method,
                     integration,
@@ -148,7 +156,9 @@ class ServiceApi(Construct):
                     request_models={"application/json": self.json_object} if method in BODY_METHODS else None,
                 )
             resource.add_method("ANY", integration)  # undeclared methods: the function answers 405/404
-            children = [p for p in paths if p != path and p.rsplit("/", 1)[0] == (path if path != "/" else "")]
+            children = [
+                p for p in paths if p != path and p.rsplit("/", 1)[0] == (path if path != "/" else "")
+            ]
             if not any(child.rsplit("/", 1)[1].startswith("{") for child in children):
                 resource.add_resource("{proxy+}").add_method("ANY", integration)
 
@@ -174,7 +184,9 @@ class ApiGatewayAccount(Construct):
             "CloudWatchRole",
             assumed_by=iam.ServicePrincipal("apigateway.amazonaws.com"),
             managed_policies=[
-                iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AmazonAPIGatewayPushToCloudWatchLogs")
+                iam.ManagedPolicy.from_aws_managed_policy_name(
+                    "service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+                )
             ],
         )
         self.account = apigw.CfnAccount(self, "Account", cloud_watch_role_arn=self.role.role_arn)

@@ -9,11 +9,10 @@ from typing import Any
 from aws_cdk import Annotations, App, Tags
 
 from eventstack.topology import TOPOLOGY, Topology
-from infra import naming, nag
+from infra import nag, naming
 from infra.stacks.service import ServiceStack
 from infra.stacks.shared import SharedStack
 from infra.stages import StageSettings, from_context
-
 
 CDK_JSON = Path(__file__).resolve().parent.parent / "cdk.json"
 
@@ -24,19 +23,29 @@ def context_defaults() -> dict[str, Any]:
     return context
 
 
-def build(app: App, topology: Topology = TOPOLOGY) -> tuple[StageSettings, SharedStack, dict[str, ServiceStack]]:
+def build(
+    app: App, topology: Topology = TOPOLOGY
+) -> tuple[StageSettings, SharedStack, dict[str, ServiceStack]]:
     stage = from_context(app)
     Tags.of(app).add("project", naming.PROJECT)
     Tags.of(app).add("stage", stage.name)
 
-    shared = SharedStack(app, naming.shared_stack(stage.name), stage=stage,
-                         description=f"eventstack {stage.name}: archive bucket, alarm topic, account settings")  # fmt: skip
+    shared = SharedStack(
+        app,
+        naming.shared_stack(stage.name),
+        stage=stage,
+        description=f"eventstack {stage.name}: archive bucket, alarm topic, account settings",
+    )
     services: dict[str, ServiceStack] = {}
     for service in topology.services:
         stack = ServiceStack(
-            app, naming.service_stack(stage.name, service.name), stage=stage, topology=topology,
-            service=service, description=f"eventstack {stage.name}: the {service.name} service",
-        )  # fmt: skip
+            app,
+            naming.service_stack(stage.name, service.name),
+            stage=stage,
+            topology=topology,
+            service=service,
+            description=f"eventstack {stage.name}: the {service.name} service",
+        )
         Tags.of(stack).add("service", service.name)
         # Deploy order only (no exports): the bucket must exist before Firehose writes to it.
         stack.add_stack_dependency(shared)

@@ -34,7 +34,9 @@ def data_prefix(topology: Topology, service: str) -> str:
 
 def error_prefix(topology: Topology, service: str) -> str:
     # Firehose requires the error-output-type namespace once the data prefix uses expressions.
-    return f"{topology.archive_error_prefix}service={service}/!{{firehose:error-output-type}}/{_HOUR_PARTITIONS}"
+    return (
+        f"{topology.archive_error_prefix}service={service}/!{{firehose:error-output-type}}/{_HOUR_PARTITIONS}"
+    )
 
 
 def bucket_arn(stage: StageSettings) -> str:
@@ -71,15 +73,22 @@ class ArchiveBucket(Construct):
                 id="tier-events",
                 # Glacier Instant Retrieval keeps replay a plain GET; no restore step.
                 transitions=[
-                    s3.Transition(storage_class=s3.StorageClass.INFREQUENT_ACCESS, transition_after=Duration.days(30)),
-                    s3.Transition(storage_class=s3.StorageClass.GLACIER_INSTANT_RETRIEVAL, transition_after=Duration.days(90)),
-                ],  # fmt: skip
+                    s3.Transition(
+                        storage_class=s3.StorageClass.INFREQUENT_ACCESS, transition_after=Duration.days(30)
+                    ),
+                    s3.Transition(
+                        storage_class=s3.StorageClass.GLACIER_INSTANT_RETRIEVAL,
+                        transition_after=Duration.days(90),
+                    ),
+                ],
                 # Tiny objects cost more in IA/Glacier IR than in Standard (128 KiB minimum).
                 object_size_greater_than=128 * 1024,
             ),
             s3.LifecycleRule(
                 id="expire",
-                expiration=Duration.days(stage.archive_expiration_days) if stage.archive_expiration_days else None,
+                expiration=Duration.days(stage.archive_expiration_days)
+                if stage.archive_expiration_days
+                else None,
                 noncurrent_version_expiration=Duration.days(30),
                 abort_incomplete_multipart_upload_after=Duration.days(7),
             ),
@@ -108,16 +117,24 @@ class ArchiveBucket(Construct):
         # CloudFormation types ObjectSizeGreaterThan as a string; CDK renders a number (W9003).
         cfn_bucket = self.bucket.node.default_child
         assert isinstance(cfn_bucket, s3.CfnBucket)
-        cfn_bucket.add_property_override("LifecycleConfiguration.Rules.0.ObjectSizeGreaterThan", str(128 * 1024))
+        cfn_bucket.add_property_override(
+            "LifecycleConfiguration.Rules.0.ObjectSizeGreaterThan", str(128 * 1024)
+        )
 
 
 class ArchiveDelivery(Construct):
     """Firehose: the service's Kinesis stream -> the shared archive bucket (GZIP, stage buffering)."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, stage: StageSettings, topology: Topology,
-        service: str, stream: kinesis.IStream,
-    ) -> None:  # fmt: skip
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: StageSettings,
+        topology: Topology,
+        service: str,
+        stream: kinesis.IStream,
+    ) -> None:
         super().__init__(scope, construct_id)
         self.delivery_stream_name = naming.delivery_stream(stage.name, service)
         self.log_group = logs.LogGroup(
@@ -146,14 +163,21 @@ class ArchiveDelivery(Construct):
                         iam.PolicyStatement(
                             sid="ReadStream",
                             actions=[
-                                "kinesis:DescribeStream", "kinesis:DescribeStreamSummary",
-                                "kinesis:GetShardIterator", "kinesis:GetRecords", "kinesis:ListShards",
-                            ],  # fmt: skip
+                                "kinesis:DescribeStream",
+                                "kinesis:DescribeStreamSummary",
+                                "kinesis:GetShardIterator",
+                                "kinesis:GetRecords",
+                                "kinesis:ListShards",
+                            ],
                             resources=[stream.stream_arn],
                         ),
                         iam.PolicyStatement(
                             sid="Bucket",
-                            actions=["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
+                            actions=[
+                                "s3:GetBucketLocation",
+                                "s3:ListBucket",
+                                "s3:ListBucketMultipartUploads",
+                            ],
                             resources=[archive],
                         ),
                         iam.PolicyStatement(

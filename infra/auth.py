@@ -28,9 +28,13 @@ class UserPool(Construct):
             mfa=cognito.Mfa.REQUIRED,
             mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False),
             password_policy=cognito.PasswordPolicy(
-                min_length=12, require_digits=True, require_lowercase=True, require_uppercase=True,
-                require_symbols=True, temp_password_validity=Duration.days(3),
-            ),  # fmt: skip
+                min_length=12,
+                require_digits=True,
+                require_lowercase=True,
+                require_uppercase=True,
+                require_symbols=True,
+                temp_password_validity=Duration.days(3),
+            ),
             deletion_protection=stage.deletion_protection,
             removal_policy=RemovalPolicy.RETAIN if stage.retain_data else RemovalPolicy.DESTROY,
         )
@@ -44,5 +48,7 @@ class UserPool(Construct):
 
     @staticmethod
     def lookup(scope: Construct, construct_id: str, *, stage: StageSettings) -> cognito.IUserPool:
-        arn = ssm.StringParameter.value_for_string_parameter(scope, naming.user_pool_arn_parameter(stage.name))
+        arn = ssm.StringParameter.value_for_string_parameter(
+            scope, naming.user_pool_arn_parameter(stage.name)
+        )
         return cognito.UserPool.from_user_pool_arn(scope, construct_id, arn)

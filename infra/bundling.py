@@ -59,11 +59,24 @@ def installed_dependencies() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".install-", dir=target.parent))
     command = [
-        sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-compile",
         *[arg for platform in PLATFORMS for arg in ("--platform", platform)],
-        "--implementation", "cp", "--python-version", PYTHON_VERSION, "--only-binary=:all:",
-        "--target", str(staging), "--requirement", str(REQUIREMENTS),
-    ]  # fmt: skip
+        "--implementation",
+        "cp",
+        "--python-version",
+        PYTHON_VERSION,
+        "--only-binary=:all:",
+        "--target",
+        str(staging),
+        "--requirement",
+        str(REQUIREMENTS),
+    ]
     try:
         subprocess.run(command, check=True)
     except (subprocess.CalledProcessError, OSError) as error:

@@ -12,7 +12,9 @@ from infra.stages import StageSettings
 
 
 class FailureQueue(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, stage: StageSettings, mapping_name: str) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, stage: StageSettings, mapping_name: str
+    ) -> None:
         super().__init__(scope, construct_id)
         self.mapping_name = mapping_name
         self.queue = sqs.Queue(

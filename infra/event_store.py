@@ -11,7 +11,9 @@ from infra.tables import topology_table
 
 
 class EventStore(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, stage: StageSettings, service: Service) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, stage: StageSettings, service: Service
+    ) -> None:
         super().__init__(scope, construct_id)
         self.declaration = service.event_store
         self.table: dynamodb.Table = topology_table(self, "Table", stage, self.declaration)

@@ -18,7 +18,9 @@ from infra.stages import StageSettings
 
 
 class EventStream(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, stage: StageSettings, service: Service) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, stage: StageSettings, service: Service
+    ) -> None:
         super().__init__(scope, construct_id)
         provisioned = stage.stream_mode == "provisioned"
         self.stream = kinesis.Stream(
@@ -33,6 +35,8 @@ class EventStream(Construct):
         )
 
     @staticmethod
-    def lookup(scope: Construct, construct_id: str, *, stage: StageSettings, service: Service) -> kinesis.IStream:
+    def lookup(
+        scope: Construct, construct_id: str, *, stage: StageSettings, service: Service
+    ) -> kinesis.IStream:
         arn = naming.stream_arn(Stack.of(scope), stage.name, service)
         return kinesis.Stream.from_stream_arn(scope, construct_id, arn)

@@ -51,9 +51,14 @@ class ServiceFunction(Construct):
     """A function with a role that starts empty but for writing its own logs."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, stage: StageSettings, spec: FunctionSpec,
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: StageSettings,
+        spec: FunctionSpec,
         code: lambda_.Code,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(scope, construct_id)
         self.spec = spec
         physical_name = naming.function(stage.name, spec.name)

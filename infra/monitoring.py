@@ -48,9 +48,14 @@ class MonitoredService:
 
 class ServiceMonitoring(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, stage: StageSettings, service: str,
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: StageSettings,
+        service: str,
         monitored: MonitoredService,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         topic = sns.Topic.from_topic_arn(self, "AlarmTopic", naming.alarm_topic_arn(stack, stage.name))
@@ -62,8 +67,12 @@ class ServiceMonitoring(Construct):
         mapped = {m.function.spec.name: m.function for m in monitored.mappings}
         for name, fn in mapped.items():
             metric = fn.function.metric("IteratorAge", statistic="Maximum", period=Duration.minutes(1))
-            self._alarm(f"{name}-iterator-age", metric, stage.iterator_age_alarm_seconds * 1000,
-                        f"{name} is more than {stage.iterator_age_alarm_seconds}s behind its stream(s)")  # fmt: skip
+            self._alarm(
+                f"{name}-iterator-age",
+                metric,
+                stage.iterator_age_alarm_seconds * 1000,
+                f"{name} is more than {stage.iterator_age_alarm_seconds}s behind its stream(s)",
+            )
             graphs.append(cw.GraphWidget(title=f"{name} iterator age (ms)", left=[metric], width=8))
         for mapping in monitored.mappings:
             depth = mapping.failure_queue.queue.metric_approximate_number_of_messages_visible(
@@ -75,16 +84,27 @@ class ServiceMonitoring(Construct):
             throttles = fn.function.metric_throttles(statistic="Sum", period=FIVE_MINUTES)
             self._alarm(f"{fn.spec.name}-errors", errors, 1, f"{fn.spec.name} invocations failed")
             self._alarm(f"{fn.spec.name}-throttles", throttles, 1, f"{fn.spec.name} was throttled")
-            graphs.append(cw.GraphWidget(title=f"{fn.spec.name} errors / throttles", left=[errors, throttles], width=8))
+            graphs.append(
+                cw.GraphWidget(title=f"{fn.spec.name} errors / throttles", left=[errors, throttles], width=8)
+            )
 
         delivery = monitored.archive.delivery_stream_name
         success = _firehose(delivery, "DeliveryToS3.Success", "Minimum")
         freshness = _firehose(delivery, "DeliveryToS3.DataFreshness", "Maximum")
-        self._alarm(f"{service}-archive-delivery", success, 1, f"{delivery} failed to deliver to S3",
-                    comparison=cw.ComparisonOperator.LESS_THAN_THRESHOLD)  # fmt: skip
+        self._alarm(
+            f"{service}-archive-delivery",
+            success,
+            1,
+            f"{delivery} failed to deliver to S3",
+            comparison=cw.ComparisonOperator.LESS_THAN_THRESHOLD,
+        )
         freshness_limit = max(900, 3 * stage.firehose_buffer_seconds)
-        self._alarm(f"{service}-archive-freshness", freshness, freshness_limit,
-                    f"{delivery}: oldest undelivered record older than {freshness_limit}s")  # fmt: skip
+        self._alarm(
+            f"{service}-archive-freshness",
+            freshness,
+            freshness_limit,
+            f"{delivery}: oldest undelivered record older than {freshness_limit}s",
+        )
         graphs.append(cw.GraphWidget(title="archive delivery", left=[success], right=[freshness], width=8))
 
         server_errors = monitored.api.metric_server_error(statistic="Sum", period=FIVE_MINUTES)
@@ -92,21 +112,28 @@ class ServiceMonitoring(Construct):
         graphs.append(
             cw.GraphWidget(
                 title="API",
-                left=[monitored.api.metric_count(statistic="Sum", period=FIVE_MINUTES), server_errors,
-                      monitored.api.metric_client_error(statistic="Sum", period=FIVE_MINUTES)],
+                left=[
+                    monitored.api.metric_count(statistic="Sum", period=FIVE_MINUTES),
+                    server_errors,
+                    monitored.api.metric_client_error(statistic="Sum", period=FIVE_MINUTES),
+                ],
                 right=[monitored.api.metric_latency(statistic="p99", period=FIVE_MINUTES)],
                 width=8,
             )
-        )  # fmt: skip
+        )
 
         self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=self._prefix)
         self.dashboard.add_widgets(cw.AlarmStatusWidget(title="alarms", alarms=self.alarms, width=24))
         self.dashboard.add_widgets(*graphs)
 
     def _alarm(
-        self, name: str, metric: cw.IMetric, threshold: float, description: str,
+        self,
+        name: str,
+        metric: cw.IMetric,
+        threshold: float,
+        description: str,
         comparison: cw.ComparisonOperator = cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-    ) -> None:  # fmt: skip
+    ) -> None:
         alarm = cw.Alarm(
             self,
             f"Alarm-{name}",

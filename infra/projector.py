@@ -20,9 +20,16 @@ from infra.tables import topology_table
 
 class Projector(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, stage: StageSettings, owner: str,
-        projection: Projection, streams: MappingOf[str, kinesis.IStream], code: lambda_.Code,
-    ) -> None:  # fmt: skip
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: StageSettings,
+        owner: str,
+        projection: Projection,
+        streams: MappingOf[str, kinesis.IStream],
+        code: lambda_.Code,
+    ) -> None:
         super().__init__(scope, construct_id)
         self.projection = projection
         self.table = topology_table(self, "Table", stage, projection.table)

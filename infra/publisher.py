@@ -18,9 +18,16 @@ from infra.stages import StageSettings
 
 class Publisher(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, stage: StageSettings, service: Service,
-        event_store: dynamodb.Table, stream: kinesis.Stream, code: lambda_.Code,
-    ) -> None:  # fmt: skip
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: StageSettings,
+        service: Service,
+        event_store: dynamodb.Table,
+        stream: kinesis.Stream,
+        code: lambda_.Code,
+    ) -> None:
         super().__init__(scope, construct_id)
         name = service.publisher_function_name
         self.function = ServiceFunction(

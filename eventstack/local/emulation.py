@@ -8,6 +8,7 @@ requests pass one lock: the emulation serializes them the way the real services 
 from __future__ import annotations
 
 import errno
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,7 +31,15 @@ class PortInUse(RuntimeError):
 
 
 def bind(host: str, port: int, app: Any, what: str, option: str, **kwargs: Any) -> BaseWSGIServer:
-    """make_server, turning 'address in use' into one clear error."""
+    """make_server, turning 'address in use' into one clear error (werkzeug would print its own and exit)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            raise PortInUse(host, port, what, option) from exc
+        raise
     try:
         return make_server(host, port, app, threaded=True, **kwargs)
     except OSError as exc:

@@ -17,7 +17,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventstack.local.emulation import MotoEmulation, PortInUse, Resources, bind, create_resources, make_client
+from eventstack.local.emulation import (
+    MotoEmulation,
+    PortInUse,
+    Resources,
+    bind,
+    create_resources,
+)
 from eventstack.local.faults import Faults, FaultSettings
 from eventstack.local.firehose import FirehoseDelivery
 from eventstack.local.functions import (
@@ -171,16 +177,20 @@ class LocalRuntime:
     def stop(self, drain_timeout: float | None = None) -> None:
         """Stop taking requests, let in-flight work finish (up to `drain_timeout`), then stop everything."""
         wait = self.config.drain_on_stop if drain_timeout is None else drain_timeout
+        started = time.monotonic()
         if self._http is not None:
             self._http.shutdown()
             self.api.wait_idle(wait)
             self._http.server_close()
             self._http = None
         if wait > 0 and self.workers:
-            self.drain(wait)
+            drained, _ = self.drain(wait)
+            log.debug("stop: in-flight work %s after %.1f s", "done" if drained else "NOT done",
+                      time.monotonic() - started)
         for worker in self.workers:
             worker.stop()
         self.emulation.stop()
+        log.debug("stop: stopped after %.1f s", time.monotonic() - started)
         restore_process_environment(self._previous_env)
         self._previous_env = {}
 

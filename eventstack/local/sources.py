@@ -219,6 +219,12 @@ class DynamoDBStreamSource:
             kwargs["ShardIteratorType"] = position
         return str(self.client.get_shard_iterator(**kwargs)["ShardIterator"])
 
+    # moto's TransactWriteItems puts back a deep copy of the whole table when a transaction fails,
+    # stream shard included: iterators handed out before then still read the old shard object, which
+    # holds the failed transaction's records and never receives another. So every read starts from
+    # a fresh iterator (after the last record read), which always reads the table's current shard.
+    fresh_iterators = True
+
     def read(self, shard_id: str, iterator: str, limit: int) -> tuple[list[StreamRecord], str | None]:
         page = self.client.get_records(ShardIterator=iterator, Limit=min(limit, 1000))
         records = []
@@ -320,7 +326,7 @@ class ShardReader:
         if room <= 0 or now < state.next_read_at:
             return 0
         started = time.monotonic()
-        if state.iterator is None:
+        if state.iterator is None or getattr(self.source, "fresh_iterators", False):
             state.iterator = self.source.iterator(state.shard_id, state.last_read_seq, state.position)
         try:
             records, next_iterator = self.source.read(state.shard_id, state.iterator, room)

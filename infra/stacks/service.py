@@ -29,18 +29,29 @@ from infra.stages import StageSettings
 
 class ServiceStack(Stack):
     def __init__(
-        self, scope: Construct, construct_id: str, *, stage: StageSettings, topology: Topology,
-        service: Service, **kwargs: Any,
-    ) -> None:  # fmt: skip
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: StageSettings,
+        topology: Topology,
+        service: Service,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.service = service
         code = lambda_code(with_dependencies=stage.bundle_dependencies)  # one asset per stack, same hash
         self.event_store = EventStore(self, "EventStore", stage=stage, service=service)
         self.event_stream = EventStream(self, "EventStream", stage=stage, service=service)
         self.publisher = Publisher(
-            self, "Publisher", stage=stage, service=service, event_store=self.event_store.table,
-            stream=self.event_stream.stream, code=code,
-        )  # fmt: skip
+            self,
+            "Publisher",
+            stage=stage,
+            service=service,
+            event_store=self.event_store.table,
+            stream=self.event_stream.stream,
+            code=code,
+        )
 
         streams: dict[str, kinesis.IStream] = {service.name: self.event_stream.stream}
         for source in sorted({s for p in service.projections for s in p.sources} - {service.name}):
@@ -48,10 +59,17 @@ class ServiceStack(Stack):
                 self, f"Stream-{source}", stage=stage, service=topology.service(source)
             )
         self.projectors = [
-            Projector(self, f"Projection-{p.name}", stage=stage, owner=service.name, projection=p,
-                      streams=streams, code=code)
+            Projector(
+                self,
+                f"Projection-{p.name}",
+                stage=stage,
+                owner=service.name,
+                projection=p,
+                streams=streams,
+                code=code,
+            )
             for p in service.projections
-        ]  # fmt: skip
+        ]
 
         self.api_function = ServiceFunction(
             self,
@@ -81,15 +99,24 @@ class ServiceStack(Stack):
         )
 
         self.archive = ArchiveDelivery(
-            self, "Archive", stage=stage, topology=topology, service=service.name, stream=self.event_stream.stream
+            self,
+            "Archive",
+            stage=stage,
+            topology=topology,
+            service=service.name,
+            stream=self.event_stream.stream,
         )
 
         self.mappings = [self.publisher.mapping, *(m for p in self.projectors for m in p.mappings)]
         functions = [self.api_function, self.publisher.function, *(p.function for p in self.projectors)]
         self.monitoring = ServiceMonitoring(
-            self, "Monitoring", stage=stage, service=service.name,
-            monitored=MonitoredService(functions=functions, mappings=self.mappings, archive=self.archive,
-                                       api=self.api.rest_api),
-        )  # fmt: skip
+            self,
+            "Monitoring",
+            stage=stage,
+            service=service.name,
+            monitored=MonitoredService(
+                functions=functions, mappings=self.mappings, archive=self.archive, api=self.api.rest_api
+            ),
+        )
         CfnOutput(self, "EventStoreTable", value=self.event_store.table.table_name)
         CfnOutput(self, "EventStreamName", value=self.event_stream.stream.stream_name)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import re
 import threading
 import uuid
@@ -107,8 +108,11 @@ def json_response(status: int, body: Mapping[str, Any], headers: Mapping[str, st
     }
 
 
-def error_body(error: HttpError) -> dict[str, Any]:
-    return {"error": error.code, "message": error.message, **error.extra}
+def error_parts(error: HttpError) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """(body, headers) of an error answer; a 405's `allow` becomes the Allow header."""
+    extra = dict(error.extra)
+    headers = {"Allow": str(extra.pop("allow"))} if "allow" in extra else None
+    return {"error": error.code, "message": error.message, **extra}, headers
 
 
 def request_hash(body: Any, query: Mapping[str, Any] | None = None) -> str:
@@ -168,6 +172,22 @@ def _header(event: Mapping[str, Any], name: str) -> str | None:
         if key.lower() == wanted and values:
             return str(values[-1])
     return None
+
+
+def _is_json_beyond_orjson(raw: bytes) -> bool:
+    def reject(constant: str) -> Any:
+        raise ValueError(constant)  # NaN and Infinity are not JSON
+
+    try:
+        json.loads(raw, parse_constant=reject)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def _normal_path(path: str) -> str:
+    """`/posts/` and `//posts` are `/posts`, as API Gateway routes them."""
+    return "/" + "/".join(segment for segment in path.split("/") if segment)
 
 
 def _without_header(headers: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
@@ -256,7 +276,7 @@ class JsonApi:
         request_id = (event.get("requestContext") or {}).get("requestId")
         return RequestScope(
             method=str(event.get("httpMethod") or "").upper(),
-            path=str(event.get("path") or "/"),
+            path=_normal_path(str(event.get("path") or "/")),
             correlation_id=correlation_id,
             command=CommandContext(correlation_id, causation_id=request_id if isinstance(request_id, str) else None),
         )
@@ -265,8 +285,7 @@ class JsonApi:
         try:
             prepared = self._precheck(event, scope)
         except HttpError as error:
-            headers = {"Allow": error.extra.pop("allow")} if "allow" in error.extra else None
-            return json_response(error.status, error_body(error), headers)
+            return json_response(error.status, *error_parts(error))
         return self.app.resolve(prepared, context)
 
     def _precheck(self, event: dict[str, Any], scope: RequestScope) -> dict[str, Any]:
@@ -274,7 +293,7 @@ class JsonApi:
         scope.route = self._match(scope.method, scope.path)
         scope.command.success_status = scope.route.status
         scope.query = {str(k): str(v) for k, v in (event.get("queryStringParameters") or {}).items()}
-        prepared = dict(event)
+        prepared = dict(event, path=scope.path)
         if scope.route.has_body:
             scope.body = self._read_body(event)
             headers = _without_header(event.get("headers"), "content-type")
@@ -332,6 +351,10 @@ class JsonApi:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
+            if _is_json_beyond_orjson(raw):  # valid JSON the codec refuses, e.g. "\ud800": a bad value
+                raise validation_error(
+                    [{"loc": ["body"], "type": "unsupported_value", "msg": "a value cannot be stored (unpaired surrogate?)"}]
+                ) from exc
             raise HttpError(400, "bad_request", "the body is not valid JSON") from exc
         if not isinstance(body, dict):
             raise HttpError(400, "bad_request", "the body must be a JSON object")
@@ -423,9 +446,7 @@ class JsonApi:
         return HttpError(500, "internal_error", "internal error")
 
     def _error(self, error: HttpError) -> Response[Any]:
-        extra = dict(error.extra)
-        headers = {"Allow": extra.pop("allow")} if "allow" in extra else None
-        body = {"error": error.code, "message": error.message, **extra}
+        body, headers = error_parts(error)
         return Response(
             status_code=error.status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers
         )

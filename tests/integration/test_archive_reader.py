@@ -12,12 +12,12 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from replay_support import BUCKET, T0, History, event, gz_lines, put_object
 
 from escore.envelope import encode_record
 from escore.upcasting import UpcasterRegistry
 from eventstack import archive
 from eventstack.archive import ArchiveReader, S3Source, in_shard, parse_shard
-from replay_support import BUCKET, T0, History, event, gz_lines, put_object
 
 pytestmark = pytest.mark.integration
 

@@ -83,6 +83,10 @@ class TestRoutes:
     def test_literal_segments_beat_parameters(self, toy: Toy) -> None:
         assert toy.client.get("/things/special").json["call"] == "special"
 
+    def test_a_trailing_or_doubled_slash_is_the_same_path(self, toy: Toy) -> None:
+        assert toy.client.post("/things/", {"name": "a"}).status == 201
+        assert toy.client.get("//things/x1/").json["argument"] == ["x1", 10]
+
     def test_unknown_route_is_404(self, toy: Toy) -> None:
         for path in ("/nothing", "/things/a/b", "/"):
             expect_error(toy.client.get(path), 404, "not_found")
@@ -120,6 +124,10 @@ class TestRequestChecks:
     def test_malformed_json_is_400(self, toy: Toy) -> None:
         for body in ('{"name": ', "{'name': 'a'}", '{"name": "a"} x', "NaN", b"\xff\xfe{}"):
             expect_error(toy.client.post("/things", body), 400, "bad_request")
+
+    def test_valid_json_the_codec_cannot_hold_is_422_not_400_nor_500(self, toy: Toy) -> None:
+        body = expect_error(toy.client.post("/things", '{"name": "\\ud800"}'), 422, "validation_error")
+        assert body["detail"][0]["loc"] == ["body"]
 
     def test_a_body_that_is_not_an_object_is_400(self, toy: Toy) -> None:
         for body in ("[]", '["a"]', '"a"', "1", "null", "true"):

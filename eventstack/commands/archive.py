@@ -1,0 +1,62 @@
+"""`eventstack archive verify SERVICE`: compare a service's event store with the archive (CONTRACT §6)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="The event archive in S3: check it against the event stores.", no_args_is_help=True)
+
+
+@app.callback()
+def _group() -> None:
+    """The event archive in S3."""
+
+
+@app.command("verify")
+def verify(
+    service: Annotated[str, typer.Argument(help="posts, profiles, ...")],
+    since: Annotated[str | None, typer.Option(help="Only events that occurred from this time (RFC 3339, UTC).")] = None,
+    until: Annotated[str | None, typer.Option(help="Only events that occurred before this time.")] = None,
+    grace: Annotated[
+        float, typer.Option(help="Events younger than this many seconds may not be archived yet: not counted missing.")
+    ] = 0.0,
+    stage: Annotated[str | None, typer.Option("--stage", envvar="EVENTSTACK_STAGE", help="Stage; default: the one deployed.")] = None,
+) -> None:
+    """Count events missing from, duplicated in, and unexpected in the archive; exit 1 if any is missing."""
+    import boto3
+    from rich.console import Console
+
+    from escore.dynamodb_store import DynamoDBEventStore
+    from eventstack import resources
+    from eventstack.archive import ArchiveReader, parse_time
+    from eventstack.topology import TOPOLOGY
+    from eventstack.verify import verify as run
+
+    err = Console(stderr=True)
+    try:
+        TOPOLOGY.service(service)
+        found = resources.load(stage)
+        store = DynamoDBEventStore(found.event_store_table(service), boto3.client("dynamodb"))
+        reader = ArchiveReader(found.archive_bucket, boto3.client("s3"))
+        result = run(
+            service, store.iter_all(), reader,
+            since=parse_time(since) if since else None, until=parse_time(until) if until else None, grace=grace,
+        )
+    except (resources.ResourceError, KeyError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    for sample in result.missing_samples:
+        err.print(f"missing: {sample}")
+    if result.bad_lines:
+        err.print(f"{result.bad_lines} archive line(s) are not envelopes")
+    if result.recent:
+        err.print(f"{result.recent} event(s) younger than {grace:g} s not archived yet (not counted missing)")
+    print(
+        f"{service}: {result.stored} events in the store, {result.archived_lines} archived in "
+        f"{result.objects} objects; missing: {result.missing}, duplicated: {result.duplicated}, "
+        f"unexpected: {result.unexpected}"
+    )
+    if not result.ok:
+        raise typer.Exit(1)

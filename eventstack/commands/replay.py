@@ -1,0 +1,145 @@
+"""`eventstack replay PROJECTION`: rebuild a projection from the archive (CONTRACT §6, docs/replay.md)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Annotated, Any
+
+import typer
+
+StageOption = Annotated[
+    str | None,
+    typer.Option("--stage", envvar="EVENTSTACK_STAGE", help="Stage (dev, prod, ...); default: the one deployed."),
+]
+
+
+def replay(
+    projection: Annotated[str, typer.Argument(help="user_profiles, user_timeline, or any projection added later.")],
+    since: Annotated[str | None, typer.Option(help="Archive partitions from this time (RFC 3339, UTC).")] = None,
+    until: Annotated[str | None, typer.Option(help="Archive partitions before this time.")] = None,
+    into: Annotated[str, typer.Option(help="new: a fresh table, switched to when complete; in-place: reset and rebuild.")] = "new",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted replay.")] = False,
+    abandon: Annotated[bool, typer.Option("--abandon", help="Drop an unfinished replay (and its half-built table).")] = False,
+    shard: Annotated[
+        str | None, typer.Option(help="i/n: replay the streams of the i-th of n hash ranges (n workers share the work).")
+    ] = None,
+    drop_old: Annotated[bool, typer.Option("--drop-old", help="After switching, delete the table replaced.")] = False,
+    drop_table: Annotated[
+        str | None, typer.Option("--drop-table", help="Delete a retired table of this projection, and do nothing else.")
+    ] = None,
+    list_tables: Annotated[bool, typer.Option("--list-tables", help="List this projection's tables, and do nothing else.")] = False,
+    catch_up: Annotated[bool, typer.Option(help="After the archive, catch up from the live streams.")] = True,
+    handoff: Annotated[
+        float | None, typer.Option(help="Seconds to keep tailing the streams after the switch (default: 2x the table cache + 10).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Concurrent writers (default 4; 1 against the local runtime).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Events per projector call.")] = 500,
+    memory: Annotated[int | None, typer.Option(help="Memory budget in MiB for ordering (more: fewer spill partitions).")] = None,
+    stage: StageOption = None,
+) -> None:
+    """Rebuild a projection from the archive, then hand it over to the live stream."""
+    from rich.console import Console
+
+    from eventstack import replay as engine
+    from eventstack import resources
+    from eventstack.archive import ArchiveError, parse_shard, parse_time
+
+    err = Console(stderr=True)
+    if into not in ("new", "in-place"):
+        raise typer.BadParameter("--into takes new or in-place")
+    try:
+        found = resources.load(stage)
+        options = engine.ReplayOptions(
+            projection,
+            into=into,  # type: ignore[arg-type]
+            since=parse_time(since) if since else None,
+            until=parse_time(until) if until else None,
+            resume=resume,
+            abandon=abandon,
+            shard=parse_shard(shard),
+            batch_size=batch_size,
+            apply_workers=workers or (1 if resources.is_local_endpoint() else 4),
+            catch_up=catch_up,
+            drop_old=drop_old,
+            memory_budget=memory * 1024 * 1024 if memory else None,
+        )
+        if handoff is not None:
+            options.handoff_seconds = handoff
+        with RichProgress(err) as progress:
+            replayer = engine.Replayer(options, found, engine.Clients.default(), progress=progress)
+            if list_tables:
+                for name, active in replayer.tables():
+                    print(f"{name}{'  (active)' if active else ''}")
+                return
+            if drop_table:
+                replayer.drop_table(drop_table)
+                return
+            summary = replayer.run()
+    except (engine.ReplayError, resources.ResourceError, ArchiveError, KeyError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if abandon:
+        print(f"abandoned the replay into {summary.table}")
+        return
+    for problem in summary.problems + summary.failures:
+        err.print(f"[red]problem:[/red] {problem}")
+    if summary.skipped:
+        err.print(f"{summary.skipped} events of types {projection} does not read were passed over")
+    if summary.waiting_for_shards:
+        err.print(f"shard done; {summary.waiting_for_shards} shard(s) still running: the last to finish switches")
+    elif summary.switched:
+        err.print(f"{projection} now reads {summary.table}")
+    elif into == "new" and not summary.ok:
+        err.print(f"not switched: {projection} still reads its previous table; fix, then --resume or --abandon")
+    print(summary.line())
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+class RichProgress:
+    """The engine's progress, as a rich progress bar with events per second (on stderr)."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console
+        self._bar = Progress(
+            TextColumn("{task.description:<30}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>12}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+            disable=not console.is_terminal and not sys.stderr.isatty(),
+        )
+        self._task: Any = None
+        self._started = 0.0
+        self._done = 0
+        self._lock = threading.Lock()  # the engine reports from its writer threads
+
+    def __enter__(self) -> RichProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def phase(self, name: str, total: int | None) -> None:
+        unit = "objects" if name.startswith("reading") else "events"
+        self._task = self._bar.add_task(name, total=total, rate="", unit=unit)
+        self._started, self._done = time.monotonic(), 0
+
+    def advance(self, amount: int) -> None:
+        with self._lock:
+            if self._task is None:
+                return
+            self._done += amount
+            elapsed = max(time.monotonic() - self._started, 1e-6)
+            unit = self._bar.tasks[-1].fields.get("unit", "events")
+            self._bar.update(self._task, advance=amount, rate=f"{self._done / elapsed:,.0f} {unit}/s")
+
+    def note(self, message: str) -> None:
+        self._bar.console.print(message)

@@ -1,0 +1,304 @@
+"""Dead-letter queues of the event source mappings: what they hold, and sending it back.
+
+Lambda's on-failure destination for a stream source does not hold the records: its message (the
+shape below, which the local runtime sends too) points at them, by shard and sequence range:
+
+    {"requestContext": {"functionArn", "condition", "approximateInvokeCount", ...},
+     "responseContext": {"functionError"?, ...}, "timestamp",
+     "KinesisBatchInfo" | "DDBStreamBatchInfo": {"shardId", "startSequenceNumber",
+         "endSequenceNumber", "batchSize", "streamArn", "approximateArrivalOfFirstRecord", ...}}
+
+`redrive` re-reads that range from the stream (Kinesis, or the event store's DynamoDB stream), builds
+the event Lambda would have delivered, and runs the mapping's own handler code on it in this process
+(`build(env)` of the function's module, with the stage's resources): the publisher re-puts the events
+on Kinesis, a projector applies them to the projection's active table. Both are idempotent (the
+projector by version, duplicate Kinesis records are dropped downstream), so a redrive may be repeated.
+A message is deleted only when its whole range was read and the handler reported no failure; otherwise
+it stays (and becomes visible again after the visibility timeout).
+
+Order: redrive the publishers' queues before the projectors' ones: a projector may have failed events
+that were waiting for a predecessor the publisher had failed to relay.
+Records past the stream's retention (24 h by default) cannot be re-read: such a message is reported
+and kept; `eventstack replay` rebuilds the projection from the archive instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from escore.tables import TableResolver, table_env, table_parameter_env
+from eventstack.resources import Resources
+from eventstack.topology import ENV_EVENT_STORE_TABLE, ENV_SERVICE, ENV_STREAM_NAME, TOPOLOGY, Topology
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One DLQ message, summarised."""
+
+    message_id: str
+    receipt_handle: str
+    source: str  # "kinesis" | "dynamodb" | "unknown"
+    shard_id: str = ""
+    start: str = ""
+    end: str = ""
+    batch_size: int = 0
+    stream_arn: str = ""
+    condition: str = ""
+    function_error: str = ""
+    timestamp: str = ""
+    attempts: int = 0
+    body: str = ""
+
+    def summary(self) -> str:
+        if self.source == "unknown":
+            return f"{self.message_id}: not a stream-failure record: {self.body[:120]}"
+        stream = self.stream_arn.split("/", 1)[-1] if "/" in self.stream_arn else self.stream_arn
+        error = f", {self.function_error}" if self.function_error else ""
+        return (f"{self.timestamp} {self.condition}{error}: {self.batch_size} record(s) of {stream} "
+                f"{self.shard_id} [{self.start}..{self.end}] after {self.attempts} attempt(s)")
+
+
+def parse(message: dict[str, Any]) -> Failure:
+    import json
+
+    body = message.get("Body", "")
+    try:
+        data = json.loads(body)
+        info_key = "KinesisBatchInfo" if "KinesisBatchInfo" in data else "DDBStreamBatchInfo"
+        info = data[info_key]
+        context = data.get("requestContext", {})
+        return Failure(
+            message_id=message["MessageId"],
+            receipt_handle=message["ReceiptHandle"],
+            source="kinesis" if info_key == "KinesisBatchInfo" else "dynamodb",
+            shard_id=str(info["shardId"]),
+            start=str(info["startSequenceNumber"]),
+            end=str(info["endSequenceNumber"]),
+            batch_size=int(info.get("batchSize", 0)),
+            stream_arn=str(info.get("streamArn", "")),
+            condition=str(context.get("condition", "")),
+            function_error=str(data.get("responseContext", {}).get("functionError", "") or ""),
+            timestamp=str(data.get("timestamp", "")),
+            attempts=int(context.get("approximateInvokeCount", 0) or 0),
+            body=body,
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return Failure(message["MessageId"], message["ReceiptHandle"], "unknown", body=body)
+
+
+@dataclass
+class QueueReport:
+    mapping: str
+    queue: str
+    url: str | None
+    visible: int = 0
+    in_flight: int = 0
+    failures: list[Failure] = field(default_factory=list)
+
+
+@dataclass
+class RedriveReport:
+    mapping: str
+    redriven: int = 0  # messages whose records were all handled (deleted from the queue)
+    kept: int = 0
+    records: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def _seq(value: str) -> int:
+    return int(value)  # Kinesis and DynamoDB Streams sequence numbers are decimal (moto: small ints)
+
+
+class DeadLetters:
+    def __init__(self, resources: Resources, clients: Callable[[str], Any], topology: Topology = TOPOLOGY) -> None:
+        self.resources = resources
+        self.client = clients
+        self.topology = topology
+        self.sqs = clients("sqs")
+
+    def queue_url(self, queue: str) -> str | None:
+        try:
+            return str(self.sqs.get_queue_url(QueueName=queue)["QueueUrl"])
+        except self.sqs.exceptions.QueueDoesNotExist:
+            return None
+
+    def list(self, peek: int = 10) -> list[QueueReport]:
+        reports = []
+        for mapping, queue in sorted(self.resources.dlqs.items(), key=lambda kv: _order(kv[0])):
+            url = self.queue_url(queue)
+            report = QueueReport(mapping, queue, url)
+            if url is not None:
+                attrs = self.sqs.get_queue_attributes(
+                    QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+                )["Attributes"]
+                report.visible = int(attrs["ApproximateNumberOfMessages"])
+                report.in_flight = int(attrs["ApproximateNumberOfMessagesNotVisible"])
+                if peek and report.visible:
+                    report.failures = list(self._receive(url, peek, visibility=0))
+            reports.append(report)
+        return reports
+
+    def _receive(self, url: str, limit: int, visibility: int) -> Iterator[Failure]:
+        seen: set[str] = set()
+        empty_rounds = 0
+        while len(seen) < limit and empty_rounds < 2:
+            answer = self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=min(10, limit - len(seen)),
+                                              VisibilityTimeout=visibility, WaitTimeSeconds=0)
+            fresh = [m for m in answer.get("Messages", []) if m["MessageId"] not in seen]
+            if not fresh:
+                empty_rounds += 1
+                continue
+            for message in fresh:
+                seen.add(message["MessageId"])
+                yield parse(message)
+
+    # redrive ------------------------------------------------------------------------------------
+    def redrive(self, mapping: str, *, limit: int = 1000, dry_run: bool = False) -> RedriveReport:
+        queue = self.resources.dlqs.get(mapping)
+        if queue is None:
+            raise KeyError(f"no mapping {mapping!r}; known: {', '.join(sorted(self.resources.dlqs))}")
+        report = RedriveReport(mapping)
+        url = self.queue_url(queue)
+        if url is None:
+            report.problems.append(f"queue {queue} does not exist")
+            return report
+        handler = None if dry_run else self.handler(mapping)
+        for failure in self._receive(url, limit, visibility=0 if dry_run else 300):
+            try:
+                if failure.source == "unknown":
+                    raise ValueError("not a stream-failure record; left in the queue")
+                records = self.read_range(failure)
+                report.records += len(records)
+                if dry_run:
+                    report.kept += 1
+                    continue
+                assert handler is not None
+                response = handler({"Records": records}, None) or {}
+                failed = response.get("batchItemFailures") or []
+                if failed:
+                    raise RuntimeError(f"{len(failed)} record(s) failed again, from {failed[0].get('itemIdentifier')}")
+            except Exception as exc:
+                report.kept += 1
+                report.problems.append(f"{failure.message_id}: {exc}")
+                continue
+            self.sqs.delete_message(QueueUrl=url, ReceiptHandle=failure.receipt_handle)
+            report.redriven += 1
+        return report
+
+    def handler(self, mapping: str) -> Callable[[dict[str, Any], Any], Any]:
+        """The mapping's function, built in this process with the stage's resources."""
+        for service in self.topology.services:
+            if mapping == f"{service.name}-publisher":
+                module = importlib.import_module(service.publisher_handler.rsplit(".", 1)[0])
+                env = {
+                    ENV_SERVICE: service.name,
+                    ENV_EVENT_STORE_TABLE: self.resources.event_store_table(service.name),
+                    ENV_STREAM_NAME: self.resources.stream(service.name),
+                }
+                built: Callable[[dict[str, Any], Any], Any] = module.build(env)
+                return built
+        for subscription in self.topology.subscriptions:
+            if mapping == subscription.name:
+                projection = subscription.projection
+                env = {
+                    ENV_SERVICE: subscription.owner,
+                    table_env(projection.name): self.resources.table(projection.name),
+                    table_parameter_env(projection.name): self.resources.pointer_parameter(projection.name),
+                }
+                active = TableResolver(env, projection.name, ssm_client=self.client("ssm"), cache_seconds=0)()
+                env[table_env(projection.name)] = active
+                env.pop(table_parameter_env(projection.name))
+                module = importlib.import_module(projection.handler.rsplit(".", 1)[0])
+                built = module.build(env)
+                return built
+        raise KeyError(f"no mapping {mapping!r}")
+
+    def read_range(self, failure: Failure) -> list[dict[str, Any]]:
+        """The records of [start, end] of the failure's shard, shaped as Lambda delivers them."""
+        if failure.source == "kinesis":
+            records = list(self._kinesis_range(failure))
+        else:
+            records = list(self._dynamodb_range(failure))
+        if not records or records[0]["_seq"] != _seq(failure.start) or records[-1]["_seq"] != _seq(failure.end):
+            raise LookupError(
+                f"records {failure.start}..{failure.end} of {failure.shard_id} are no longer in the stream "
+                "(past retention?): rebuild with `eventstack replay` instead"
+            )
+        for record in records:
+            del record["_seq"]
+        return records
+
+    def _kinesis_range(self, failure: Failure) -> Iterator[dict[str, Any]]:
+        kinesis = self.client("kinesis")
+        stream = failure.stream_arn.split("/", 1)[1]
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=failure.shard_id, ShardIteratorType="AT_SEQUENCE_NUMBER",
+            StartingSequenceNumber=failure.start,
+        )["ShardIterator"]
+        end = _seq(failure.end)
+        while iterator:
+            page = kinesis.get_records(ShardIterator=iterator, Limit=1000)
+            for item in page.get("Records", []):
+                number = _seq(item["SequenceNumber"])
+                if number > end:
+                    return
+                arrival = item.get("ApproximateArrivalTimestamp")
+                yield {
+                    "_seq": number,
+                    "kinesis": {
+                        "kinesisSchemaVersion": "1.0",
+                        "partitionKey": item["PartitionKey"],
+                        "sequenceNumber": item["SequenceNumber"],
+                        "data": base64.b64encode(item["Data"]).decode(),
+                        "approximateArrivalTimestamp": arrival.timestamp() if isinstance(arrival, datetime) else arrival,
+                    },
+                    "eventSource": "aws:kinesis",
+                    "eventVersion": "1.0",
+                    "eventID": f"{failure.shard_id}:{item['SequenceNumber']}",
+                    "eventName": "aws:kinesis:record",
+                    "eventSourceARN": failure.stream_arn,
+                }
+            if not page.get("Records") and page.get("MillisBehindLatest", 0) == 0:
+                return
+            iterator = page.get("NextShardIterator")
+
+    def _dynamodb_range(self, failure: Failure) -> Iterator[dict[str, Any]]:
+        streams = self.client("dynamodbstreams")
+        iterator = streams.get_shard_iterator(
+            StreamArn=failure.stream_arn, ShardId=failure.shard_id, ShardIteratorType="AT_SEQUENCE_NUMBER",
+            SequenceNumber=failure.start,
+        )["ShardIterator"]
+        end = _seq(failure.end)
+        while iterator:
+            page = streams.get_records(ShardIterator=iterator, Limit=1000)
+            for item in page.get("Records", []):
+                number = _seq(item["dynamodb"]["SequenceNumber"])
+                if number > end:
+                    return
+                body = dict(item["dynamodb"])
+                created = body.get("ApproximateCreationDateTime")
+                if isinstance(created, datetime):
+                    body["ApproximateCreationDateTime"] = created.timestamp()
+                yield {
+                    "_seq": number,
+                    "eventID": item.get("eventID"),
+                    "eventName": item.get("eventName"),
+                    "eventVersion": item.get("eventVersion", "1.1"),
+                    "eventSource": "aws:dynamodb",
+                    "awsRegion": item.get("awsRegion"),
+                    "dynamodb": body,
+                    "eventSourceARN": failure.stream_arn,
+                }
+            if not page.get("Records"):
+                return
+            iterator = page.get("NextShardIterator")
+
+
+def _order(mapping: str) -> tuple[int, str]:
+    """Publishers first: their failures hold back what the projectors failed."""
+    return (0 if mapping.endswith("-publisher") else 1, mapping)

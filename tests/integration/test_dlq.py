@@ -1,0 +1,115 @@
+"""`eventstack dlq list|redrive` on moto: failure records pointing at stream ranges, sent back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from replay_support import BUCKET, History, fold, moto_dynamodb_tuned, read_model
+from support.aws import create_event_store, create_projection_table
+from typer.testing import CliRunner
+
+from escore.dynamodb_store import DynamoDBEventStore
+from escore.envelope import decode, encode_record
+from eventstack import resources
+from eventstack.cli import app
+from eventstack.replay import load_spec
+
+pytestmark = pytest.mark.integration
+REGION_ACCOUNT = "us-east-1:123456789012"
+
+
+@pytest.fixture
+def aws() -> Iterator[dict[str, Any]]:
+    with mock_aws(), moto_dynamodb_tuned():
+        clients = {n: boto3.client(n, region_name="us-east-1")
+                   for n in ("dynamodb", "dynamodbstreams", "kinesis", "sqs", "ssm")}
+        create_event_store(clients["dynamodb"], "posts")
+        create_projection_table(clients["dynamodb"], "user_timeline")
+        clients["kinesis"].create_stream(StreamName="posts-events", ShardCount=1)
+        dlqs = {"posts-publisher": "posts-publisher-dlq", "user_timeline-from-posts": "user_timeline-from-posts-dlq"}
+        for queue in dlqs.values():
+            clients["sqs"].create_queue(QueueName=queue)
+        resources.publish(resources.Resources("test", BUCKET, {"posts_events": "posts_events",
+                                                               "user_timeline": "user_timeline"},
+                                              {"posts": "posts-events"}, dlqs), clients["ssm"])
+        yield clients
+
+
+def failure_message(kind: str, shard: str, start: str, end: str, count: int, arn: str) -> str:
+    info = "KinesisBatchInfo" if kind == "kinesis" else "DDBStreamBatchInfo"
+    return json.dumps({
+        "requestContext": {"requestId": "r", "functionArn": "arn:aws:lambda:x", "condition": "RetryAttemptsExhausted",
+                           "approximateInvokeCount": 6},
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "version": "1.0", "timestamp": "2025-11-26T10:00:00.000Z",
+        info: {"shardId": shard, "startSequenceNumber": start, "endSequenceNumber": end, "batchSize": count,
+               "streamArn": arn},
+    })
+
+
+def queue_url(aws: dict[str, Any], name: str) -> str:
+    return str(aws["sqs"].get_queue_url(QueueName=name)["QueueUrl"])
+
+
+def test_a_projector_failure_is_listed_and_redriven(aws: dict[str, Any]) -> None:
+    events = [e for e in History(3).run(60) if e.service == "posts"]
+    sequences = []
+    for item in events:
+        put = aws["kinesis"].put_record(StreamName="posts-events", Data=encode_record(item), PartitionKey=item.stream_id)
+        sequences.append(put["SequenceNumber"])
+    shard = aws["kinesis"].list_shards(StreamName="posts-events")["Shards"][0]["ShardId"]
+    arn = f"arn:aws:kinesis:{REGION_ACCOUNT}:stream/posts-events"
+    url = queue_url(aws, "user_timeline-from-posts-dlq")
+    aws["sqs"].send_message(QueueUrl=url, MessageBody=failure_message(
+        "kinesis", shard, sequences[0], sequences[-1], len(events), arn))
+    aws["sqs"].send_message(QueueUrl=url, MessageBody=failure_message(  # a range the stream no longer has
+        "kinesis", shard, "900000", "900010", 11, arn))
+    aws["sqs"].send_message(QueueUrl=url, MessageBody="something else")
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["dlq", "list", "--stage", "test"])
+    assert listed.exit_code == 0, listed.output
+    assert "user_timeline-from-posts" in listed.stdout and "3 message(s)" in listed.stdout
+    assert f"RetryAttemptsExhausted, Unhandled: {len(events)} record(s) of posts-events" in listed.stdout
+    assert f"[{sequences[0]}..{sequences[-1]}]" in listed.stdout and "not a stream-failure record" in listed.stdout
+
+    dry = runner.invoke(app, ["dlq", "redrive", "user_timeline-from-posts", "--dry-run", "--stage", "test"])
+    assert dry.exit_code == 0 and read_model(aws["dynamodb"], "user_timeline") == {}
+
+    redriven = runner.invoke(app, ["dlq", "redrive", "user_timeline-from-posts", "--stage", "test"])
+    assert redriven.exit_code == 1  # two messages could not be sent back, and stay
+    assert "redriven: 1 message(s); kept: 2" in redriven.stdout
+    assert "no longer in the stream" in redriven.stderr
+    assert read_model(aws["dynamodb"], "user_timeline") == fold(load_spec("user_timeline"), events)
+
+
+def test_a_publisher_failure_is_republished(aws: dict[str, Any]) -> None:
+    store = DynamoDBEventStore("posts_events", aws["dynamodb"])
+    events = [e for e in History(4).run(30) if e.service == "posts"]
+    for item in events:
+        store.append(item.stream_id, item.version - 1, [item])
+    arn = aws["dynamodb"].describe_table(TableName="posts_events")["Table"]["LatestStreamArn"]
+    shard = aws["dynamodbstreams"].describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = aws["dynamodbstreams"].get_shard_iterator(StreamArn=arn, ShardId=shard,
+                                                         ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    records = aws["dynamodbstreams"].get_records(ShardIterator=iterator)["Records"]
+    seqs = [r["dynamodb"]["SequenceNumber"] for r in records]
+    aws["sqs"].send_message(QueueUrl=queue_url(aws, "posts-publisher-dlq"),
+                            MessageBody=failure_message("dynamodb", shard, seqs[0], seqs[-1], len(seqs), arn))
+
+    result = CliRunner().invoke(app, ["dlq", "redrive", "--stage", "test"])
+    assert result.exit_code == 0, result.output
+    assert "posts-publisher" in result.stdout
+    kshard = aws["kinesis"].list_shards(StreamName="posts-events")["Shards"][0]["ShardId"]
+    it = aws["kinesis"].get_shard_iterator(StreamName="posts-events", ShardId=kshard,
+                                           ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    published = [decode(r["Data"]) for r in aws["kinesis"].get_records(ShardIterator=it)["Records"]]
+    assert sorted(e.event_id for e in published) == sorted(e.event_id for e in events)
+    assert aws["sqs"].get_queue_attributes(QueueUrl=queue_url(aws, "posts-publisher-dlq"),
+                                           AttributeNames=["ApproximateNumberOfMessages"]
+                                           )["Attributes"]["ApproximateNumberOfMessages"] == "0"
