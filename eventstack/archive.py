@@ -34,6 +34,7 @@ is false. A stream with a gap yields only its contiguous prefix: nothing after a
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import re
@@ -554,7 +555,18 @@ class ArchiveReader:
             for _ in pool.map(scan_one, objects):
                 pass
 
-    def _partition(
+    def _partition(self, *args: Any, **kwargs: Any) -> Partition:
+        # A partition is millions of small acyclic objects built in one go: the cyclic collector
+        # would re-scan them again and again as they pile up (the replay ran 2x slower with it).
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._build_partition(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _build_partition(
         self,
         index: int,
         count: int,

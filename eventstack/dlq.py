@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from escore.tables import TableResolver, table_env, table_parameter_env
+from eventstack.local.functions import ensure_lambdas_importable
 from eventstack.resources import Resources
 from eventstack.topology import ENV_EVENT_STORE_TABLE, ENV_SERVICE, ENV_STREAM_NAME, TOPOLOGY, Topology
 
@@ -192,6 +193,7 @@ class DeadLetters:
 
     def handler(self, mapping: str) -> Callable[[dict[str, Any], Any], Any]:
         """The mapping's function, built in this process with the stage's resources."""
+        ensure_lambdas_importable()
         for service in self.topology.services:
             if mapping == f"{service.name}-publisher":
                 module = importlib.import_module(service.publisher_handler.rsplit(".", 1)[0])

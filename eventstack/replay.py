@@ -53,6 +53,7 @@ from escore.projection import ApplyResult, ProjectionSpec, Projector
 from escore.tables import TABLE_CACHE_SECONDS, table_parameter_name
 from escore.upcasting import UpcasterRegistry, upcasters
 from eventstack.archive import ArchiveReader, ReadStats
+from eventstack.local.functions import ensure_lambdas_importable
 from eventstack.resources import Resources
 from eventstack.topology import TOPOLOGY, Projection, Topology
 
@@ -81,6 +82,7 @@ def mark_replayed(event: Envelope) -> Envelope:
 def load_spec(name: str, topology: Topology = TOPOLOGY) -> ProjectionSpec:
     """The projection's pure fold: `PROJECTION` of the module its Lambda handler lives in."""
     _, projection = topology.projection(name)
+    ensure_lambdas_importable()
     module = importlib.import_module(projection.handler.rsplit(".", 1)[0])
     spec = getattr(module, "PROJECTION", None)
     if not isinstance(spec, ProjectionSpec) or spec.name != name:
@@ -182,11 +184,9 @@ class Clients:
 
     @classmethod
     def default(cls) -> Clients:
-        import boto3
-        from botocore.config import Config
+        from eventstack.resources import client
 
-        config = Config(retries={"max_attempts": 10, "mode": "adaptive"}, max_pool_connections=32)
-        return cls(*(boto3.client(name, config=config) for name in ("dynamodb", "s3", "kinesis", "ssm")))
+        return cls(*(client(name) for name in ("dynamodb", "s3", "kinesis", "ssm")))
 
 
 def replay_parameter_name(stage: str, projection: str) -> str:

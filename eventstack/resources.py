@@ -83,10 +83,26 @@ def mapping_names(topology: Topology = TOPOLOGY) -> list[str]:
     return names
 
 
-def _client(name: str) -> Any:
+def region() -> str | None:
+    """AWS_REGION (CONTRACT §6), else the SDK's own chain; us-east-1 against the local runtime."""
     import boto3
 
-    return boto3.client(name)
+    found = os.environ.get("AWS_REGION") or boto3.session.Session().region_name
+    if not found and is_local_endpoint():
+        found = "us-east-1"
+    return found or None
+
+
+def client(name: str, **kwargs: Any) -> Any:
+    """A boto3 client as every verb makes it: standard settings (AWS_ENDPOINT_URL, AWS_PROFILE), AWS_REGION."""
+    import boto3
+    from botocore.config import Config
+
+    kwargs.setdefault("config", Config(retries={"max_attempts": 10, "mode": "adaptive"}, max_pool_connections=32))
+    return boto3.client(name, region_name=region(), **kwargs)
+
+
+_client = client
 
 
 def load(
@@ -203,7 +219,7 @@ def from_local_plan(topology: Topology = TOPOLOGY) -> Resources:
 
 
 def by_convention(
-    stage: str, *, topology: Topology = TOPOLOGY, account: str | None = None, region: str | None = None
+    stage: str, *, topology: Topology = TOPOLOGY, account: str | None = None, region_name: str | None = None
 ) -> Resources:
     prefix = f"eventstack-{stage}-"
     tables: dict[str, str] = {}
@@ -215,11 +231,7 @@ def by_convention(
     dlqs = {name: f"{prefix}{name}-dlq" for name in mapping_names(topology)}
     if account is None:
         account = str(_client("sts").get_caller_identity()["Account"])
-    if region is None:
-        import boto3
-
-        region = boto3.session.Session().region_name or "us-east-1"
-    bucket = f"{prefix}archive-{account}-{region}"
+    bucket = f"{prefix}archive-{account}-{region_name or region() or 'us-east-1'}"
     return Resources(stage, bucket, tables, streams, dlqs, source="convention")
 
 

@@ -25,7 +25,6 @@ def verify(
     stage: Annotated[str | None, typer.Option("--stage", envvar="EVENTSTACK_STAGE", help="Stage; default: the one deployed.")] = None,
 ) -> None:
     """Count events missing from, duplicated in, and unexpected in the archive; exit 1 if any is missing."""
-    import boto3
     from rich.console import Console
 
     from escore.dynamodb_store import DynamoDBEventStore
@@ -38,8 +37,8 @@ def verify(
     try:
         TOPOLOGY.service(service)
         found = resources.load(stage)
-        store = DynamoDBEventStore(found.event_store_table(service), boto3.client("dynamodb"))
-        reader = ArchiveReader(found.archive_bucket, boto3.client("s3"))
+        store = DynamoDBEventStore(found.event_store_table(service), resources.client("dynamodb"))
+        reader = ArchiveReader(found.archive_bucket, resources.client("s3"))
         result = run(
             service, store.iter_all(), reader,
             since=parse_time(since) if since else None, until=parse_time(until) if until else None, grace=grace,

@@ -15,8 +15,6 @@ StageOption = Annotated[
 
 
 def _dead_letters(stage: str | None):  # type: ignore[no-untyped-def]
-    import boto3
-
     from eventstack import resources
     from eventstack.dlq import DeadLetters
 
@@ -24,7 +22,7 @@ def _dead_letters(stage: str | None):  # type: ignore[no-untyped-def]
 
     def client(name: str) -> object:
         if name not in clients:
-            clients[name] = boto3.client(name)
+            clients[name] = resources.client(name)
         return clients[name]
 
     return DeadLetters(resources.load(stage), client)

@@ -341,9 +341,11 @@ class Projector:
                 plans[stream_id] = _StreamPlan(version, state, deque(steps))
 
         retry: dict[str, tuple[list[Envelope], str]] = {}
-        order = sorted(plans, key=lambda sid: _affinity(plans[sid]))
+        # Packing consumes streams front to back, so the exhausted ones are always a prefix.
+        order = deque(sorted(plans, key=lambda sid: _affinity(plans[sid])))
         while True:
-            order = [sid for sid in order if plans[sid].steps]
+            while order and not plans[order[0]].steps:
+                order.popleft()
             if not order:
                 return retry
             group = self._pack(order, plans, result)
@@ -388,7 +390,7 @@ class Projector:
             if event.version <= version:
                 result.duplicates += 1
                 continue
-            if False:
+            if event.version != version + 1:
                 self._fail(result, events[index:],
                            f"ahead of a missing predecessor: stream {event.stream_id} is at version "
                            f"{version}, event at {event.version}")
@@ -413,7 +415,7 @@ class Projector:
             version = event.version
         return steps
 
-    def _pack(self, order: list[str], plans: dict[str, _StreamPlan], result: ApplyResult) -> list[_Segment]:
+    def _pack(self, order: Iterable[str], plans: dict[str, _StreamPlan], result: ApplyResult) -> list[_Segment]:
         """Take steps, stream by stream, while the transaction stays within its limits."""
         segments: list[_Segment] = []
         keys: set[Key] = set()

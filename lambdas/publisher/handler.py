@@ -116,12 +116,11 @@ class Publisher:
                 continue
             queues.setdefault(stream_id, deque()).append(_Outgoing(sequence, stream_id, encode_record(envelope)))
 
-        round_ = 0
         while True:
             heads = [queue[0] for queue in queues.values() if queue]
             if not heads:
                 break
-            failed_any = False
+            worst = 0  # the most attempts of a record that failed in this round
             for chunk in _chunks(heads):
                 for outgoing, ok in zip(chunk, self._put(chunk), strict=True):
                     queue = queues[outgoing.stream_id]
@@ -129,21 +128,20 @@ class Publisher:
                         queue.popleft()
                         result.published += 1
                         continue
-                    failed_any = True
                     outgoing.attempts += 1
+                    worst = max(worst, outgoing.attempts)
                     if outgoing.attempts >= self._max_attempts:
                         result.unpublished.extend(o.sequence for o in queue)
                         queue.clear()
                     else:
                         result.retried += 1
-            if failed_any:
-                round_ += 1
+            if worst:
                 if remaining_ms is not None and remaining_ms() < SAFETY_MARGIN_MS:
                     for queue in queues.values():
                         result.unpublished.extend(o.sequence for o in queue)
                         queue.clear()
                     break
-                self._sleep(min(0.1 * 2**round_, 2.0) * (0.5 + random.random()))
+                self._sleep(min(0.05 * 2**worst, 1.0) * (0.5 + random.random()))
         return result
 
     def _put(self, chunk: list[_Outgoing]) -> list[bool]:

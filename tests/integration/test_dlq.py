@@ -113,3 +113,20 @@ def test_a_publisher_failure_is_republished(aws: dict[str, Any]) -> None:
     assert aws["sqs"].get_queue_attributes(QueueUrl=queue_url(aws, "posts-publisher-dlq"),
                                            AttributeNames=["ApproximateNumberOfMessages"]
                                            )["Attributes"]["ApproximateNumberOfMessages"] == "0"
+
+
+def test_resources_are_found_by_stage_or_discovered(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EVENTSTACK_STAGE", raising=False)
+    found = resources.load(None, ssm=aws["ssm"])  # the one stage published
+    assert found.stage == "test" and found.source == "ssm"
+    assert found.dlqs["posts-publisher"] == "posts-publisher-dlq" and found.stream("posts") == "posts-events"
+    resources.publish(resources.by_convention("prod", account="123456789012", region_name="eu-west-1"), aws["ssm"])
+    with pytest.raises(resources.ResourceError, match="several stages"):
+        resources.load(None, ssm=aws["ssm"])
+    prod = resources.load("prod", ssm=aws["ssm"])
+    assert prod.table("user_timeline") == "eventstack-prod-user_timeline"
+    assert prod.archive_bucket == "eventstack-prod-archive-123456789012-eu-west-1"
+    assert prod.dlqs["user_timeline-from-posts"] == "eventstack-prod-user_timeline-from-posts-dlq"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
+    local = resources.load("local", ssm=aws["ssm"])  # nothing published for it: the local runtime's names
+    assert local.source == "local-plan" and local.table("user_timeline") == "user_timeline"

@@ -97,7 +97,7 @@ class FlakyKinesis:
         self.calls: list[list[str]] = []
         self.failed_records = 0
 
-    def put_records(self, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803
+    def put_records(self, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:
         keys = [r["PartitionKey"] for r in Records]
         self.calls.append(keys)
         assert len(Records) <= MAX_RECORDS_PER_CALL
