@@ -454,7 +454,11 @@ class Replayer:
                     for service in self.projection.sources:
                         positions.update(self._catch_up(table, self.resources.stream(service), positions))
             if self.options.drop_old and previous != table:
-                self.drop_table(previous)
+                if previous == self.initial_table():
+                    self.progress.note(f"kept {previous}: it belongs to the deployment")
+                else:
+                    self._delete_table(previous)
+                    self.progress.note(f"dropped {previous}")
         self.clients.ssm.delete_parameter(Name=self.record_name)
         self.hooks("finished")
 

@@ -1,6 +1,11 @@
 """The Post aggregate: a user's text, which can be edited until it is deleted.
 
 Pure: commands check the post's state and return events; `apply` folds events into state.
+
+PostCreated and PostEdited are written at schema 2 (`posts.schemas`): their data carries `tags`,
+always `hashtags(text)`, derived in `to_data` so an event can never carry tags that disagree with
+its text. Importing `posts.schemas` here registers the steps 1 -> 2, so the repository stamps
+schema 2 and reads old events upcast.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from escore.aggregate import Aggregate, AggregateNotFound, DomainEvent, VersionConflict
+from posts.schemas import hashtags
 
 KIND = "post"
 
@@ -21,11 +27,25 @@ class PostCreated(DomainEvent):
     author_id: str
     text: str
 
+    @property
+    def tags(self) -> list[str]:
+        return hashtags(self.text)
+
+    def to_data(self) -> dict[str, Any]:
+        return {**super().to_data(), "tags": self.tags}  # schema 2
+
 
 @dataclass(frozen=True)
 class PostEdited(DomainEvent):
     type = "PostEdited"
     text: str
+
+    @property
+    def tags(self) -> list[str]:
+        return hashtags(self.text)
+
+    def to_data(self) -> dict[str, Any]:
+        return {**super().to_data(), "tags": self.tags}  # schema 2
 
 
 @dataclass(frozen=True)

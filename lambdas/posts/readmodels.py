@@ -1,0 +1,41 @@
+"""Queries on the posts service's read models (the tables its projectors write).
+
+`hashtag_counts` is an eventually consistent projection of the posts stream (CONTRACT §3
+"consistency"). Item layout: `posts.projectors.hashtag_counts`.
+
+No "top tags" query: the counts are one item per tag, so ranking them would need a scan (or a
+sharded leaderboard index), which a request path should not pay for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from posts.projectors.hashtag_counts import tag_key
+
+
+def _client(client: Any) -> Any:
+    if client is not None:
+        return client
+    import boto3
+
+    return boto3.client("dynamodb")
+
+
+class HashtagReadModel:
+    def __init__(self, table_name: str, client: Any = None) -> None:
+        self.table_name = table_name
+        self._client = _client(client)
+
+    def count(self, tag: str) -> int:
+        """How many live posts carry `tag` (a normalised, lower-case tag); 0 when none or unknown."""
+        pk, sk = tag_key(tag)
+        response = self._client.get_item(
+            TableName=self.table_name,
+            Key={"pk": {"S": pk}, "sk": {"S": sk}},
+            ProjectionExpression="post_count",
+        )
+        item = response.get("Item")
+        if not item or "post_count" not in item:
+            return 0
+        return max(int(item["post_count"]["N"]), 0)

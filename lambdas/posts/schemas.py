@@ -1,0 +1,71 @@
+"""The posts service's event schemas: the hashtag rule and the upcasting steps of its events.
+
+Importing this module registers the steps on `escore.upcasting.upcasters`, the registry every
+reader upcasts with (the event stores' `read`, the projectors, the archive reader). So every
+module that reads posts events imports it at its top: `posts.domain` (hence the posts API), every
+projector fed by the posts stream (`posts.projectors.hashtag_counts`,
+`profiles.projectors.user_profiles`, `profiles.projectors.user_timeline`), and replay/archive
+tooling (`<service>.schemas` for each source service). `tests/unit/test_tags.py` checks, from the
+topology, that importing any projector or API module registers its sources' schemas.
+
+Schemas:
+- `PostCreated` 1: `{post_id, author_id, text}`; 2 (current): adds `tags`.
+- `PostEdited` 1: `{text}`; 2 (current): adds `tags` (an edit can change a post's tags).
+- `PostDeleted` 1: `{}`.
+
+`tags` is always `hashtags(text)`: the step 1 -> 2 computes it exactly as the domain does when it
+writes an event at schema 2, so an upcast old event and a new one are indistinguishable.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from escore.upcasting import upcasters
+
+MAX_TAG_LENGTH = 50
+MAX_TAGS_PER_POST = 30
+
+# A tag body is ASCII only; the boundaries use Unicode \w so that "#café" is no tag (rather than "caf").
+_HASHTAG = re.compile(rf"(?<![\w#])#([A-Za-z0-9_]{{1,{MAX_TAG_LENGTH}}})(?!\w)")
+TAG_PATTERN = re.compile(rf"[A-Za-z0-9_]{{1,{MAX_TAG_LENGTH}}}")  # what `GET /tags/{tag}` accepts
+
+
+def hashtags(text: str) -> list[str]:
+    """The tags of a post's text: THE rule (the domain and the upcasters both call this).
+
+    - A hashtag is `#` followed by 1-50 ASCII letters, digits or underscores (`[A-Za-z0-9_]`), the
+      whole run: a run longer than 50, or one that goes on with any other letter or digit (`#café`,
+      `#tag٣`), is no tag at all, never a truncated one.
+    - The `#` must not follow a letter, digit, underscore or another `#` (`a#b`, `##b`, `x.com/p#s`
+      are not tags; `(#b)`, `"#b"`, `/#b` and `#b,` are).
+    - Lower-cased (ASCII), de-duplicated; the first 30 distinct tags in order of appearance are
+      kept (a bound, so one post's tags always fit one projection transaction); returned sorted.
+
+    ASCII, not Unicode letters: a tag is a key replayed forever, so the rule must not move with the
+    Unicode tables of the runtime (case mapping, letter classes), and it is URL-safe as it is.
+    """
+    found: dict[str, None] = {}
+    for match in _HASHTAG.finditer(text):
+        found.setdefault(match.group(1).lower(), None)
+        if len(found) == MAX_TAGS_PER_POST:
+            break
+    return sorted(found)
+
+
+def normalize_tag(tag: str) -> str | None:
+    """A tag as clients may write it in a path (any case, no `#`), lower-cased; None if invalid."""
+    return tag.lower() if TAG_PATTERN.fullmatch(tag) else None
+
+
+@upcasters.register("PostCreated", 1)
+def post_created_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
+    """PostCreated 1 -> 2: `tags` from the text (`hashtags`)."""
+    return {**data, "tags": hashtags(data["text"])}
+
+
+@upcasters.register("PostEdited", 1)
+def post_edited_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
+    """PostEdited 1 -> 2: `tags` from the new text (`hashtags`)."""
+    return {**data, "tags": hashtags(data["text"])}
