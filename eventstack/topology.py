@@ -165,6 +165,10 @@ TOPOLOGY = Topology(
                 Route("GET", "/posts/{post_id}"),
                 Route("PATCH", "/posts/{post_id}"),
                 Route("DELETE", "/posts/{post_id}"),
+                Route("GET", "/tags/{tag}"),
+            ),
+            projections=(
+                Projection("hashtag_counts", "posts.projectors.hashtag_counts.handler", ("posts",)),
             ),
         ),
         Service(

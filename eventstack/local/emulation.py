@@ -7,7 +7,9 @@ requests pass one lock: the emulation serializes them the way the real services 
 
 from __future__ import annotations
 
+import copy
 import errno
+import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable
@@ -16,10 +18,11 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from eventstack.local.plan import LOCAL_ROLE_ARN, REGION, LocalPlan
 
+log = logging.getLogger("eventstack.local")
 FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 _SERIALIZED_TARGETS = ("DynamoDB_", "Kinesis_")
 
@@ -28,6 +31,14 @@ class PortInUse(RuntimeError):
     def __init__(self, host: str, port: int, what: str, option: str):
         super().__init__(f"{what} cannot listen on {host}:{port}: the port is in use (choose another with {option})")
         self.port = port
+
+
+class QuietRequestHandler(WSGIRequestHandler):
+    """No access log on stderr: the runtime is quiet unless asked (--log-level debug)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s -> %s", self.command, self.path, code)
 
 
 def bind(host: str, port: int, app: Any, what: str, option: str, **kwargs: Any) -> BaseWSGIServer:
@@ -41,6 +52,7 @@ def bind(host: str, port: int, app: Any, what: str, option: str, **kwargs: Any) 
             raise PortInUse(host, port, what, option) from exc
         raise
     try:
+        kwargs.setdefault("request_handler", QuietRequestHandler)
         return make_server(host, port, app, threaded=True, **kwargs)
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, errno.EACCES):
@@ -64,6 +76,117 @@ def _serialize(app: Callable[..., Any]) -> Callable[..., Any]:
     return wsgi
 
 
+class _CopyWithoutTables:
+    """`copy` as moto's DynamoDB backend sees it while the patch below is on: tables are not copied."""
+
+    def __init__(self, table_type: type):
+        self._table_type = table_type
+
+    def deepcopy(self, value: Any, memo: Any = None) -> Any:
+        if isinstance(value, self._table_type):
+            return value
+        return copy.deepcopy(value, memo)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(copy, name)
+
+
+class TransactionRollback:
+    """Make moto's TransactWriteItems cheap and its rollback exact.
+
+    moto backs up every table a transaction touches with a deep copy of the whole table, before
+    every transaction: each append to an event store then costs time in proportion to the store's
+    size (0.2 s at a few hundred events). And when a transaction fails, the copy is put back, but the
+    change-stream records of the writes it had already made stay in the old shard that open
+    iterators read: phantom events of a transaction that never happened.
+    While installed, the tables are not copied; instead the items the transaction names are saved
+    (a few deep copies) with the length of each stream, and on failure put back exactly, the stream
+    records of the failed transaction dropped. DynamoDB requests are serialized (see `_serialize`),
+    so nothing else runs meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self._installed: tuple[Any, Any, Any] | None = None
+
+    def install(self) -> None:
+        if self._installed is not None:
+            return
+        from moto.dynamodb import models
+        from moto.dynamodb.models import DynamoDBBackend
+        from moto.dynamodb.models.table import Table
+
+        original = DynamoDBBackend.transact_write_items
+        saved_copy = models.copy
+        rollback = self
+
+        def transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) -> None:
+            saved = rollback.save(backend, transact_items)
+            try:
+                original(backend, transact_items)
+            except BaseException:
+                rollback.restore(saved)
+                raise
+
+        models.copy = _CopyWithoutTables(Table)  # type: ignore[assignment]
+        DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+        self._installed = (DynamoDBBackend, original, saved_copy)
+
+    def uninstall(self) -> None:
+        if self._installed is None:
+            return
+        from moto.dynamodb import models
+
+        backend_type, original, saved_copy = self._installed
+        backend_type.transact_write_items = original
+        models.copy = saved_copy
+        self._installed = None
+
+    @staticmethod
+    def save(backend: Any, transact_items: list[dict[str, Any]]) -> list[tuple[Any, Any, Any, Any]]:
+        from moto.dynamodb.models.dynamo_type import DynamoType
+
+        saved: list[tuple[Any, Any, Any, Any]] = []
+        streams: dict[str, tuple[Any, int]] = {}
+        for entry in transact_items:
+            try:
+                op = next(iter(entry.values()))
+                table = backend.tables[op["TableName"]]
+                key = op["Item"] if "Item" in op else op["Key"]
+                hash_key = DynamoType(key[table.hash_key_attr])
+                range_key = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
+            except (KeyError, TypeError, StopIteration, AttributeError):
+                continue  # moto will refuse it before writing anything
+            bucket = table.items.get(hash_key)
+            if range_key is not None:
+                current = bucket.get(range_key) if isinstance(bucket, dict) else None
+            else:
+                current = bucket
+            saved.append((table, hash_key, range_key, copy.deepcopy(current)))
+            if table.stream_shard is not None and table.name not in streams:
+                streams[table.name] = (table.stream_shard, len(table.stream_shard.items))
+        saved.extend((None, shard, length, None) for shard, length in streams.values())
+        return saved
+
+    @staticmethod
+    def restore(saved: list[tuple[Any, Any, Any, Any]]) -> None:
+        for table, hash_key, range_key, item in reversed(saved):
+            if table is None:  # a stream: drop the records the failed transaction added
+                shard, length = hash_key, range_key
+                del shard.items[length:]
+                continue
+            if range_key is None:
+                if item is None:
+                    table.items.pop(hash_key, None)
+                else:
+                    table.items[hash_key] = item
+            elif item is None:
+                bucket = table.items.get(hash_key)
+                if bucket is not None:
+                    bucket.pop(range_key, None)
+            else:
+                table.items[hash_key][range_key] = item
+
+
 class MotoEmulation:
     """moto's server (ThreadedMotoServer's pieces), bound in the caller's thread so a taken port fails fast."""
 
@@ -74,6 +197,7 @@ class MotoEmulation:
         self._thread: threading.Thread | None = None
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
+        self._rollback = TransactionRollback()
 
     @property
     def endpoint_url(self) -> str:
@@ -93,6 +217,7 @@ class MotoEmulation:
         app = _serialize(DomainDispatcherApplication(create_backend_app))
         self._server = bind(self.host, self.port, app, "the AWS emulation", "--aws-port",
                             request_handler=QuietHandler)
+        self._rollback.install()
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="moto-server", daemon=True)
@@ -105,6 +230,7 @@ class MotoEmulation:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = None
+        self._rollback.uninstall()
 
     def client(self, service: str) -> Any:
         """One client per service, shared by the threads (boto3 clients are thread-safe)."""

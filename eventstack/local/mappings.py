@@ -30,6 +30,7 @@ from eventstack.local.faults import Faults, InjectedCrash
 from eventstack.local.plan import MappingPlan
 from eventstack.local.sources import (
     IDLE_POLL_SECONDS,
+    MAX_IDLE_POLL_SECONDS,
     Activity,
     ShardReader,
     ShardState,
@@ -108,7 +109,7 @@ class PollingWorker:
                 self.errors += 1
                 log.warning("%s: %s: %s", self.name, type(exc).__name__, exc)
                 wake_at = time.monotonic() + IDLE_POLL_SECONDS
-            timeout = min(wake_at - time.monotonic(), IDLE_POLL_SECONDS)
+            timeout = min(wake_at - time.monotonic(), MAX_IDLE_POLL_SECONDS)
             if timeout > 0:
                 self.activity.wait(seen, timeout)
 

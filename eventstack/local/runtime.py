@@ -3,7 +3,7 @@
 Threads: moto's server (a thread per request); the API server (a thread per request); one poller
 thread per event source mapping and one per Firehose delivery stream. Handlers run in the thread
 that invokes them. Nothing spins: idle pollers wait on `Activity`, which API requests and finished
-batches signal, and otherwise read each shard every IDLE_POLL_SECONDS.
+batches signal, and otherwise read each idle shard at most every MAX_IDLE_POLL_SECONDS.
 """
 
 from __future__ import annotations

@@ -23,9 +23,13 @@ from eventstack.local.plan import LOCAL_ROLE_ARN, REGION
 
 log = logging.getLogger("eventstack.local")
 
-IDLE_POLL_SECONDS = 0.5  # how often an idle shard is read when nothing signals activity
+# An idle shard is read again after IDLE_POLL_SECONDS, doubling up to MAX_IDLE_POLL_SECONDS while it
+# stays empty (Lambda reads each shard about once a second). Writes made through the runtime signal
+# `Activity`, which brings the next read forward, so latency does not depend on these.
+IDLE_POLL_SECONDS = 0.25
+MAX_IDLE_POLL_SECONDS = 2.0
 MIN_POLL_GAP_SECONDS = 0.05  # never read one shard more often than this
-SHARD_REFRESH_SECONDS = 5.0  # how often shard lists are re-read (resharding)
+SHARD_REFRESH_SECONDS = 10.0  # how often shard lists are re-read (resharding)
 
 
 class Activity:
@@ -263,6 +267,7 @@ class ShardState:
     next_read_at: float = 0.0
     last_read_at: float = 0.0
     caught_up_at: float = -1.0  # start of the latest read that found nothing new
+    idle_interval: float = IDLE_POLL_SECONDS
     not_before: float = 0.0  # retry back-off
     attempts: dict[int, int] = field(default_factory=dict)  # head sequence number -> failed invocations
     splits: list[int] = field(default_factory=list)  # bisected batch sizes still to deliver, front first
@@ -318,6 +323,7 @@ class ShardReader:
     def poke(self) -> None:
         """Something may have been written: read soon (but not more often than the minimum gap)."""
         for state in self.shards.values():
+            state.idle_interval = IDLE_POLL_SECONDS
             state.next_read_at = min(state.next_read_at, state.last_read_at + MIN_POLL_GAP_SECONDS)
 
     def read(self, state: ShardState, now: float) -> int:
@@ -343,9 +349,11 @@ class ShardReader:
                 state.buffer.extend(records)
             state.last_read_seq = records[-1].seq
             state.next_read_at = started  # more may be waiting
+            state.idle_interval = IDLE_POLL_SECONDS
         else:
             state.caught_up_at = started
-            state.next_read_at = started + IDLE_POLL_SECONDS
+            state.next_read_at = started + state.idle_interval
+            state.idle_interval = min(state.idle_interval * 2, MAX_IDLE_POLL_SECONDS)
             if state.closed:
                 state.closed_seen_empty = True
         state.iterator = next_iterator

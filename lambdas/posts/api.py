@@ -4,16 +4,19 @@
     PATCH  /posts/{post_id}        {"text", "expected_version"}        -> 200 {"post_id", "version"}
     DELETE /posts/{post_id}?expected_version=N (optional)              -> 200 {"post_id", "version"}
     GET    /posts/{post_id}                                            -> 200 the post
+    GET    /tags/{tag}                                                 -> 200 {"tag", "post_count"}
 
-Reads fold the Post from the event store (strongly consistent): a GET reflects every command
-answered before it. The routes parse (pydantic), make one call into `PostCommands`, and return
+Reads of a post fold the Post from the event store (strongly consistent): a GET reflects every
+command answered before it. `GET /tags/{tag}` reads the `hashtag_counts` projection (eventually
+consistent, CONTRACT §3): the tag is matched case-insensitively and answered lower-cased (the rule
+is `posts.schemas.hashtags`), 422 when it cannot be a tag, `post_count` 0 for a tag never seen. The routes parse (pydantic), make one call into `PostCommands`, and return
 its answer; escore.http does the rest (errors, idempotency, correlation ids).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Protocol
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler.openapi.params import Query
@@ -21,15 +24,17 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from escore.aggregate import CommandContext, Repository, canonical_uuid
 from escore.envelope import new_id
-from escore.http import JsonApi
+from escore.http import JsonApi, validation_error
 from escore.runtime import Handler, lazy, require
 from escore.store import EventStore
 from posts.domain import KIND, Post
+from posts.schemas import MAX_TAG_LENGTH, normalize_tag
 
 SERVICE = "posts"
 ENV_SERVICE = "SERVICE_NAME"
 ENV_EVENT_STORE_TABLE = "EVENT_STORE_TABLE"
 ENV_SNAPSHOT_EVERY = "SNAPSHOT_EVERY"  # optional: snapshot a post every N events (0, the default: never)
+HASHTAG_COUNTS = "hashtag_counts"  # projection name; its table via HASHTAG_COUNTS_TABLE (escore.tables)
 
 Text = Annotated[StrictStr, Field(min_length=1, max_length=2000)]
 Version = Annotated[StrictInt, Field(ge=1)]
@@ -81,12 +86,42 @@ class PostCommands:
         return post.view()
 
 
+class HashtagCounts(Protocol):
+    """The `hashtag_counts` projection, as this API reads it (posts.readmodels.HashtagReadModel)."""
+
+    def count(self, tag: str) -> int: ...
+
+
+def tag_count(tag: str, counts: Callable[[], HashtagCounts]) -> dict[str, Any]:
+    """GET /tags/{tag}: 422 for what cannot be a tag, else the live posts carrying it (0 if unknown)."""
+    normalized = normalize_tag(tag)
+    if normalized is None:
+        raise validation_error([{
+            "loc": ["path", "tag"], "type": "invalid_tag",
+            "msg": f"a tag is 1-{MAX_TAG_LENGTH} letters (a-z, A-Z), digits or underscores, without '#'",
+        }])
+    return {"tag": normalized, "post_count": counts().count(normalized)}
+
+
 def answer(post_id: str, version: int) -> dict[str, Any]:
     return {"post_id": post_id, "version": version}
 
 
-def build(env: Mapping[str, str], store: EventStore | None = None, *, snapshot_every: int | None = None) -> Handler:
-    """The posts API handler. `store` defaults to the DynamoDB event store named by EVENT_STORE_TABLE."""
+def build(
+    env: Mapping[str, str],
+    store: EventStore | None = None,
+    *,
+    hashtags: HashtagCounts | None = None,
+    snapshot_every: int | None = None,
+) -> Handler:
+    """The posts API handler.
+
+    Defaults: the DynamoDB event store named by EVENT_STORE_TABLE, and the `hashtag_counts` read
+    model on its table, resolved per request through escore.tables (HASHTAG_COUNTS_TABLE, or the
+    active-table pointer a replay `--into new` switches). That resolver is made on the first
+    `GET /tags/...`, not at cold start: the commands do not depend on the read model, so a function
+    without the projection's settings still takes posts (and its tag reads fail, logged, as a 500).
+    """
     service = env.get(ENV_SERVICE) or SERVICE
     if store is None:
         from escore.dynamodb_store import DynamoDBEventStore  # boto3 only when no store is given
@@ -95,6 +130,7 @@ def build(env: Mapping[str, str], store: EventStore | None = None, *, snapshot_e
     if snapshot_every is None:
         snapshot_every = int(env.get(ENV_SNAPSHOT_EVERY) or 0)
     commands = PostCommands(Repository(store, Post, service, snapshot_every=snapshot_every))
+    counts = _fixed(hashtags) if hashtags is not None else _counts_on(env)
     api = JsonApi(service, store)
 
     @api.post("/posts", status=201)
@@ -113,7 +149,35 @@ def build(env: Mapping[str, str], store: EventStore | None = None, *, snapshot_e
     def get_post(post_id: str) -> dict[str, Any]:
         return commands.get(post_id)
 
+    @api.get("/tags/{tag}")
+    def get_tag(tag: str) -> dict[str, Any]:
+        return tag_count(tag, counts)
+
     return api
+
+
+def _fixed(counts: HashtagCounts) -> Callable[[], HashtagCounts]:
+    return lambda: counts
+
+
+def _counts_on(env: Mapping[str, str]) -> Callable[[], HashtagCounts]:
+    """The read model on the projection's active table, made on first use (see `build`)."""
+    from escore.tables import TableResolver
+
+    resolvers: list[TableResolver] = []
+    models: dict[str, HashtagCounts] = {}
+
+    def current() -> HashtagCounts:
+        if not resolvers:
+            resolvers.append(TableResolver(env, HASHTAG_COUNTS))  # raises TableNotConfigured
+        table = resolvers[0]()  # the active table: a replay `--into new` may have switched it
+        if table not in models:
+            from posts.readmodels import HashtagReadModel
+
+            models[table] = HashtagReadModel(table)
+        return models[table]
+
+    return current
 
 
 handler = lazy(build)

@@ -64,7 +64,8 @@ class TestCreate:
         assert (event.type, event.stream_id, event.version, event.service) == (
             "PostCreated", f"post-{post_id}", 1, "posts",
         )
-        assert event.data == {"post_id": post_id, "author_id": AUTHOR, "text": "hello"}
+        assert event.schema_version == 2  # posts.schemas: `tags` added
+        assert event.data == {"post_id": post_id, "author_id": AUTHOR, "text": "hello", "tags": []}
 
     def test_an_author_no_user_has_is_accepted(self, posts: Posts) -> None:
         assert posts.client.post("/posts", {"author_id": str(uuid.uuid4()), "text": "x"}).status == 201
@@ -114,7 +115,7 @@ class TestEdit:
         response = posts.client.patch(f"/posts/{post_id}", {"text": "new", "expected_version": 1})
         assert (response.status, response.json) == (200, {"post_id": post_id, "version": 2})
         assert [e.type for e in posts.events(post_id)] == ["PostCreated", "PostEdited"]
-        assert posts.events(post_id)[1].data == {"text": "new"}
+        assert posts.events(post_id)[1].data == {"text": "new", "tags": []}
 
     def test_a_stale_expected_version_is_409_with_the_current_one(self, posts: Posts) -> None:
         post_id = posts.create()

@@ -76,8 +76,9 @@ class TestPost:
                 command()
 
     def test_event_data_is_the_contract_s(self) -> None:
-        assert created("p9", "t").to_data() == {"post_id": "p9", "author_id": AUTHOR, "text": "t"}
-        assert PostEdited(text="t").to_data() == {"text": "t"}
+        # schema 2 (posts.schemas): `tags` is always derived from the text
+        assert created("p9", "t #A").to_data() == {"post_id": "p9", "author_id": AUTHOR, "text": "t #A", "tags": ["a"]}
+        assert PostEdited(text="t").to_data() == {"text": "t", "tags": []}
         assert PostDeleted().to_data() == {}
         assert PostCreated.from_data({"post_id": "p", "author_id": "a", "text": "t", "later": 1}) == PostCreated(
             post_id="p", author_id="a", text="t"
@@ -108,9 +109,9 @@ class TestRepository:
         [stored] = store.read("post-p1")
         assert isinstance(stored, Envelope)
         assert (stored.stream_id, stored.version, stored.type, stored.service, stored.schema_version) == (
-            "post-p1", 1, "PostCreated", "posts", 1,
+            "post-p1", 1, "PostCreated", "posts", 2,
         )
-        assert stored.data == {"post_id": "p1", "author_id": AUTHOR, "text": "hi"}
+        assert stored.data == {"post_id": "p1", "author_id": AUTHOR, "text": "hi", "tags": []}
         assert stored.metadata == {"correlation_id": "corr-1", "causation_id": "req-1", "idempotency_key": "key-1"}
         uuid.UUID(stored.event_id)
         assert stored.occurred_at == "2030-01-01T00:00:01.000000Z"

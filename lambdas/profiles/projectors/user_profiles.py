@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import posts.schemas  # noqa: F401  registers the upcasting steps of the events this projection reads
+import profiles.schemas  # noqa: F401
 from escore.envelope import Envelope
 from escore.projection import ProjectionSpec, Projector, StreamState, Write, kinesis_handler, update
 from escore.runtime import Handler, lazy

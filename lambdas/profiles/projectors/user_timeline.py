@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import posts.schemas  # noqa: F401  registers the upcasting steps of the events this projection reads
 from escore.envelope import Envelope
 from escore.projection import (
     ProjectionSpec,

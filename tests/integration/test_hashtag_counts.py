@@ -1,0 +1,236 @@
+"""The hashtag_counts projector on moto: whatever the delivery (duplicates, re-delivered and failed
+batches, crashes, out-of-order records, schema 1 and 2 mixed), the table ends equal to the pure fold;
+and `GET /tags/{tag}` answers from it."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from escore.envelope import Envelope, format_timestamp, new_id
+from escore.memory_store import InMemoryEventStore
+from escore.projection import Projector, apply_write, from_item
+from escore.upcasting import upcasters
+from eventstack.topology import TOPOLOGY
+from posts import api as posts_api
+from posts.projectors import hashtag_counts
+from posts.readmodels import HashtagReadModel
+from posts.schemas import hashtags
+from tests.integration.projector_harness import (
+    FaultyDynamoDB,
+    Mapping,
+    checkpoints,
+    drain,
+    envelope,
+    patch_moto_transaction_backups,
+    scan,
+    shard_log,
+)
+from tests.support.api import ApiClient, expect_error, routes_of
+from tests.support.aws import create_projection_table, create_table
+
+pytestmark = pytest.mark.integration
+
+VOCABULARY = ["python", "rust", "go", "aws", "dynamodb", "kinesis", "Serverless", "x_1", "a" * 50]
+TABLE = "hashtag_counts"
+
+
+@pytest.fixture
+def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    patch_moto_transaction_backups(monkeypatch)
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_projection_table(client, TABLE)
+        yield client
+
+
+# --- a history of posts with hashtags, schema 1 (an old deployment) and 2 mixed -----------------
+
+def post_text(rng: random.Random) -> str:
+    words = [f"#{t}" for t in rng.sample(VOCABULARY, rng.randint(0, 4))]
+    words += [rng.choice(["#PYTHON", "#Rust", "plain", "a#b", "#toolong" + "x" * 50, "#café"])
+              for _ in range(rng.randint(0, 2))]
+    rng.shuffle(words)
+    return " ".join(["post", *words])
+
+
+def post_streams(rng: random.Random, posts: int, start: datetime | None = None) -> list[list[Envelope]]:
+    moment = start or datetime(2024, 5, 1, tzinfo=UTC)
+    streams: list[list[Envelope]] = []
+
+    def make(sid: str, version: int, type_: str, data: dict[str, Any]) -> Envelope:
+        nonlocal moment
+        moment += timedelta(microseconds=rng.choice([1, 250, 1000]))
+        schema = 1
+        if "text" in data and rng.random() < 0.5:  # half as an old deployment wrote them, half at schema 2
+            schema, data = 2, {**data, "tags": hashtags(data["text"])}
+        return envelope(sid, version, type_, data, format_timestamp(moment), schema_version=schema)
+
+    for _ in range(posts):
+        post = new_id()
+        sid = f"post-{post}"
+        stream = [make(sid, 1, "PostCreated", {"post_id": post, "author_id": new_id(), "text": post_text(rng)})]
+        for _ in range(rng.choice([0, 1, 1, 2, 3])):
+            stream.append(make(sid, len(stream) + 1, "PostEdited", {"text": post_text(rng)}))
+        if rng.random() < 0.3:
+            stream.append(make(sid, len(stream) + 1, "PostDeleted", {}))
+            if rng.random() < 0.3:  # an edit after deletion changes nothing
+                stream.append(make(sid, len(stream) + 1, "PostEdited", {"text": "#ghost"}))
+        streams.append(stream)
+    return streams
+
+
+def expected_counts(events: list[Envelope]) -> dict[str, int]:
+    """The plain answer, with no projection code: per tag, the live posts whose current text has it."""
+    live: dict[str, str | None] = {}
+    for e in sorted({e.event_id: e for e in events}.values(), key=lambda e: (e.stream_id, e.version)):
+        if e.type == "PostCreated" or (e.type == "PostEdited" and live.get(e.stream_id) is not None):
+            live[e.stream_id] = e.data["text"]
+        elif e.type == "PostDeleted":
+            live[e.stream_id] = None
+    return dict(Counter(tag for text in live.values() if text is not None for tag in hashtags(text)))
+
+
+def pure_fold(events: list[Envelope]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The projection's own fold applied in memory to the unique events, stream by stream, upcast."""
+    table: dict[tuple[str, str], dict[str, Any]] = {}
+    unique = sorted({e.event_id: e for e in events}.values(), key=lambda e: (e.stream_id, e.version))
+    states: dict[str, dict[str, Any]] = {}
+    for event in unique:
+        event = upcasters.upcast(event)
+        fold = hashtag_counts.PROJECTION.folds.get(event.type)
+        if fold is None:
+            continue
+        states[event.stream_id], writes = fold(dict(states.get(event.stream_id, {})), event)
+        for write in writes:
+            item = apply_write(table.get(write.key), write)
+            if item is not None:
+                table[write.key] = item
+    return table
+
+
+def read_model_items(client: Any, table: str) -> dict[tuple[str, str], dict[str, Any]]:
+    return {key: {k: v for k, v in from_item(item).items() if k not in ("pk", "sk")}
+            for key, item in scan(client, table).items() if not key[0].startswith("$")}
+
+
+def assert_matches_fold(client: Any, events: list[Envelope], table: str = TABLE) -> None:
+    items = read_model_items(client, table)
+    assert items == pure_fold(events)
+    expected = expected_counts(events)
+    assert {item["tag"]: item["post_count"] for item in items.values() if item["post_count"]} == expected
+    model = HashtagReadModel(table, client)
+    for tag in {*expected, *(t.lower() for t in VOCABULARY), "ghost", "never_used"}:
+        assert model.count(tag) == expected.get(tag, 0), tag
+    last = {e.stream_id: e.version for e in events}
+    assert checkpoints(scan(client, table)) == {sid: max(v for s, v in last.items() if s == sid) for sid in last}
+
+
+# --- delivery -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_faulty_delivery_ends_equal_to_the_fold(dynamodb: Any, seed: int) -> None:
+    rng = random.Random(seed)
+    streams = post_streams(rng, 80)
+    events = [e for s in streams for e in s]
+    faulty = FaultyDynamoDB(dynamodb, rng, fail_p=0.15, ambiguous_p=0.05, crash_p=0.05, read_fail_p=0.03)
+    handler = hashtag_counts.build({"HASHTAG_COUNTS_TABLE": TABLE}, client=faulty)
+    # every event 1-3 times, 8% swapped with their successor, 20% of batches delivered twice
+    mapping = Mapping(handler, shard_log(rng, streams, swap_p=0.08), rng.choice([10, 25, 40]), rng, 0.2)
+    drain([mapping], rng)
+    assert faulty.injected["failed"] and mapping.reported_failures  # the faults did happen
+    assert_matches_fold(dynamodb, events)
+
+
+def test_two_mappings_on_one_table_and_the_order_of_delivery_do_not_change_it(dynamodb: Any) -> None:
+    streams = post_streams(random.Random(5), 60)
+    events = [e for s in streams for e in s]
+    create_table(dynamodb, TOPOLOGY.projection(TABLE)[1].table, "hashtag_counts-b")
+    for seed, table in ((11, TABLE), (12, "hashtag_counts-b")):
+        rng = random.Random(seed)
+        handler = hashtag_counts.build({"HASHTAG_COUNTS_TABLE": table}, client=dynamodb)
+        # two concurrent deliveries of the same log (a replay in place beside the live mapping)
+        mappings = [Mapping(handler, shard_log(rng, streams, swap_p=0.1), batch, rng, 0.1) for batch in (7, 30)]
+        drain(mappings, rng)
+        assert_matches_fold(dynamodb, events, table)
+    assert read_model_items(dynamodb, TABLE) == read_model_items(dynamodb, "hashtag_counts-b")
+
+
+def test_a_post_with_the_most_tags_fits_one_transaction(dynamodb: Any) -> None:
+    """30 tags created, then all 30 replaced (60 keys + checkpoint): one event, one transaction."""
+    first = " ".join(f"#a{n}" for n in range(40))  # only the first 30 count
+    second = " ".join(f"#b{n}" for n in range(40))
+    sid = f"post-{new_id()}"
+    events = [envelope(sid, 1, "PostCreated", {"post_id": sid[5:], "author_id": "u", "text": first}, "t"),
+              envelope(sid, 2, "PostEdited", {"text": second}, "t"),
+              envelope(sid, 3, "PostDeleted", {}, "t")]
+    projector = Projector(hashtag_counts.PROJECTION, TABLE, dynamodb, max_transact_items=61)
+    for event in events:
+        result = projector.apply([event])
+        assert (result.applied, result.failed) == (1, [])
+        if event.version == 2:
+            assert sorted(read_model_items(dynamodb, TABLE)) == sorted(
+                hashtag_counts.tag_key(t) for t in [*(f"a{n}" for n in range(30)), *(f"b{n}" for n in range(30))])
+            assert HashtagReadModel(TABLE, dynamodb).count("b29") == 1
+            assert HashtagReadModel(TABLE, dynamodb).count("a0") == 0
+    assert_matches_fold(dynamodb, events)
+
+
+# --- the read route ------------------------------------------------------------------------------
+
+def test_get_tag_counts_live_posts_from_the_projection(dynamodb: Any) -> None:
+    store = InMemoryEventStore()
+    # the read model found as deployed: the table's variable (escore.tables), resolved on first use
+    posts = ApiClient(posts_api.build({"EVENT_STORE_TABLE": "unused", "HASHTAG_COUNTS_TABLE": TABLE}, store),
+                      routes_of("posts"))
+    author = new_id()
+
+    def create(text: str) -> str:
+        response = posts.post("/posts", {"author_id": author, "text": text})
+        assert response.status == 201, response
+        post_id: str = response.json["post_id"]
+        return post_id
+
+    one = create("hello #Python #aws")
+    two = create("#python again, #python")
+    create("no tags")
+    posts.patch(f"/posts/{one}", {"text": "now #rust only", "expected_version": 1})
+    posts.delete(f"/posts/{two}")
+    assert posts.get("/tags/python").json == {"tag": "python", "post_count": 0}  # nothing projected yet
+
+    events = list(store.iter_all())
+    assert {e.schema_version for e in events if e.type != "PostDeleted"} == {2}
+    assert Projector(hashtag_counts.PROJECTION, TABLE, dynamodb).apply(events).failed == []
+    for tag, count in (("python", 0), ("PYTHON", 0), ("rust", 1), ("Rust", 1), ("aws", 0), ("unknown", 0)):
+        response = posts.get(f"/tags/{tag}")
+        assert (response.status, response.json) == (200, {"tag": tag.lower(), "post_count": count}), tag
+    create("#Python is back")
+    Projector(hashtag_counts.PROJECTION, TABLE, dynamodb).apply(list(store.iter_all()))
+    assert posts.get("/tags/python").json == {"tag": "python", "post_count": 1}
+    assert posts.get("/tags/" + "x" * 50).json == {"tag": "x" * 50, "post_count": 0}
+
+
+@pytest.mark.parametrize("tag", ["a-b", "x" * 51, "caf%C3%A9", "a%20b", "a.b", "_-_"])
+def test_an_invalid_tag_is_422(tag: str) -> None:
+    posts = ApiClient(posts_api.build({}, InMemoryEventStore(), hashtags=_Never()), routes_of("posts"))
+    body = expect_error(posts.get(f"/tags/{tag}"), 422, "validation_error")
+    assert body["detail"][0]["loc"] == ["path", "tag"]
+
+
+def test_routes_of_tags() -> None:
+    posts = ApiClient(posts_api.build({}, InMemoryEventStore(), hashtags=_Never()), routes_of("posts"))
+    assert posts.request("POST", "/tags/python", body={}).status == 405
+    assert posts.get("/tags").status == 404
+    assert posts.get("/tags/a/b").status == 404
+
+
+class _Never:
+    def count(self, tag: str) -> int:
+        raise AssertionError("the read model is not read for a request that fails validation")
