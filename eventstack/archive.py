@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import importlib
 import math
 import re
 import shutil
@@ -53,6 +54,7 @@ import orjson
 
 from escore.envelope import Envelope, EnvelopeError, from_dict
 from escore.upcasting import UpcasterRegistry, upcasters
+from eventstack.topology import TOPOLOGY
 
 READ_CHUNK = 256 << 10  # compressed bytes read from an object at a time
 OUT_CHUNK = 1 << 20  # at most this many decompressed bytes per step
@@ -152,10 +154,12 @@ class ReadStats:
     gaps: list[StreamGap] = field(default_factory=list)
     conflicts: list[VersionConflict] = field(default_factory=list)
     bad_line_samples: list[str] = field(default_factory=list)
+    # streams cut short where an event could not be upcast (e.g. a schema newer than this code)
+    upcast_errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.bad_lines or self.bad_objects or self.gaps or self.conflicts)
+        return not (self.bad_lines or self.bad_objects or self.gaps or self.conflicts or self.upcast_errors)
 
     def problems(self) -> list[str]:
         out = [f"{len(self.gaps)} stream(s) with a version gap"] if self.gaps else []
@@ -166,6 +170,9 @@ class ReadStats:
             out.append(f"{self.bad_lines} line(s) that are not envelopes: {'; '.join(self.bad_line_samples[:3])}")
         if self.bad_objects:
             out.append(f"{len(self.bad_objects)} unreadable object(s): {', '.join(self.bad_objects[:3])}")
+        if self.upcast_errors:
+            out.append(f"{len(self.upcast_errors)} stream(s) stopped at an event that cannot be upcast: "
+                       + "; ".join(self.upcast_errors[:3]))
         return out
 
 
@@ -340,6 +347,12 @@ class _Buckets:
             path.unlink()
 
 
+def load_upcasters(services: Iterable[str]) -> None:
+    """Import each service's `<service>.schemas`, which registers its upcasting steps."""
+    for service in services:
+        importlib.import_module(f"{service}.schemas")
+
+
 ProgressFn = Callable[[str, int], None]  # (what, amount): "object" / "bytes" / "lines"
 
 
@@ -364,6 +377,8 @@ class ArchiveReader:
         self.root = root
         self.workers = max(1, workers)
         self.upcaster = upcaster
+        if upcaster is upcasters:
+            load_upcasters(service.name for service in TOPOLOGY.services)
         self.memory_budget = memory_budget
         self.spill_root = Path(spill_dir) if spill_dir else None
 
@@ -611,7 +626,11 @@ class ArchiveReader:
                 if version != expected:
                     stats.gaps.append(StreamGap(stream_id, expected, version))
                     break
-                events.append(upcast(versions[version]))
+                try:
+                    events.append(upcast(versions[version]))
+                except Exception as exc:  # an upcaster's failure stops this stream only, and is reported
+                    stats.upcast_errors.append(f"{stream_id} v{version}: {exc}")
+                    break
                 expected += 1
             if events:
                 out.append((stream_id, events))

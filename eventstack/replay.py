@@ -40,7 +40,7 @@ import importlib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,7 +52,7 @@ from escore.envelope import Envelope, EnvelopeError, decode
 from escore.projection import ApplyResult, ProjectionSpec, Projector
 from escore.tables import TABLE_CACHE_SECONDS, table_parameter_name
 from escore.upcasting import UpcasterRegistry, upcasters
-from eventstack.archive import ArchiveReader, ReadStats
+from eventstack.archive import ArchiveReader, ReadStats, load_upcasters
 from eventstack.local.functions import ensure_lambdas_importable
 from eventstack.resources import Resources
 from eventstack.topology import TOPOLOGY, Projection, Topology
@@ -89,17 +89,6 @@ def load_spec(name: str, topology: Topology = TOPOLOGY) -> ProjectionSpec:
         raise ReplayError(f"{projection.handler}'s module has no PROJECTION named {name!r}")
     load_upcasters(projection.sources)
     return spec
-
-
-def load_upcasters(services: Iterable[str]) -> None:
-    """Import each source service's modules that register upcasting steps (`<service>.domain`)."""
-    for service in services:
-        for module in (f"{service}.upcasters", f"{service}.events", f"{service}.domain"):
-            try:
-                importlib.import_module(module)
-            except ModuleNotFoundError as exc:
-                if exc.name != module:
-                    raise
 
 
 class Progress(Protocol):

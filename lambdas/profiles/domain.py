@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import profiles.schemas  # noqa: F401  (registers the profiles upcasting steps)
 from escore.aggregate import Aggregate, AggregateNotFound, DomainEvent, VersionConflict
 from escore.store import Claim
 

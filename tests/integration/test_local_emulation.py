@@ -47,7 +47,9 @@ def test_the_emulation_creates_exactly_what_the_topology_declares(moto: Any) -> 
             assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": table.ttl_attribute}
 
     assert plan.streams == {s.name: s.stream_logical_name for s in TOPOLOGY.services}
-    assert set(plan.streams.values()) <= set(kinesis.list_streams()["StreamNames"])  # moto is shared per process
+    for stream in plan.streams.values():
+        summary = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]
+        assert summary["StreamStatus"] == "ACTIVE" and summary["StreamARN"] == resources.stream_arns[stream]
 
     expected = {(f"{s.name}-publisher", f"dynamodb:{s.event_store.logical_name}", s.publisher_function_name,
                  s.publisher_mapping) for s in TOPOLOGY.services}
