@@ -61,6 +61,8 @@ class ServiceFunction(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.spec = spec
+        # `<table>-g*` patterns this function's role may use (replay generations); for infra/nag.py.
+        self.table_generations: list[str] = []
         physical_name = naming.function(stage.name, spec.name)
         self.log_group = logs.LogGroup(
             self,

@@ -95,10 +95,25 @@ def _archive_object_acks(delivery: ArchiveDelivery) -> dict[str, str]:
     }
 
 
+def _table_generation_acks(function: ServiceFunction) -> dict[str, str]:
+    """One finding per `<table>-g*` pattern this very function was granted (infra/tables.py)."""
+    reason = (
+        "`eventstack replay --into new` builds a projection's next table outside CloudFormation, named "
+        "`<deployed table>-g<UTC timestamp>`, and switches the projection's SSM pointer to it; the projector "
+        "and its API must reach whichever generation is active, so the grant names that projection's own "
+        "`-g*` prefix (its explicit actions only), never other tables."
+    )
+    return {
+        f"AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:dynamodb:<AWS::Region>:"
+        f"<AWS::AccountId>:table/{pattern}]": reason
+        for pattern in function.table_generations
+    }
+
+
 def acknowledgments(construct: IConstruct) -> dict[str, str]:
     """The acknowledged finding ids (with reasons) for one construct of ours; empty for others."""
     if isinstance(construct, ServiceFunction):
-        return FUNCTION_ACKS
+        return {**FUNCTION_ACKS, **_table_generation_acks(construct)}
     if isinstance(construct, FailureQueue):
         return FAILURE_QUEUE_ACKS
     if isinstance(construct, ArchiveDelivery):

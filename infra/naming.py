@@ -30,6 +30,16 @@ def table(stage: str, logical_name: str) -> str:
     return f"{prefix(stage)}-{logical_name}"
 
 
+def table_generations(stage: str, logical_name: str) -> str:
+    """Every table `eventstack replay --into new` builds for a projection: `<table>-g<UTC timestamp>`."""
+    return f"{table(stage, logical_name)}-g*"
+
+
+def table_pointer(stage: str, logical_name: str) -> str:
+    """A projection's active-table pointer (SSM parameter), as `escore.tables.table_parameter_name`."""
+    return f"/{PROJECT}/{stage}/projections/{logical_name}/table"
+
+
 def stream(stage: str, service: Service) -> str:
     return f"{prefix(stage)}-{service.stream_logical_name}"
 
@@ -66,6 +76,15 @@ def user_pool_arn_parameter(stage: str) -> str:
 
 def stream_arn(scope: Stack, stage: str, service: Service) -> str:
     return scope.format_arn(service="kinesis", resource="stream", resource_name=stream(stage, service))
+
+
+def table_arn(scope: Stack, table_name: str) -> str:
+    return scope.format_arn(service="dynamodb", resource="table", resource_name=table_name)
+
+
+def parameter_arn(scope: Stack, parameter_name: str) -> str:
+    """ARN of an SSM parameter whose name starts with '/' (the ARN holds it without that slash)."""
+    return scope.format_arn(service="ssm", resource="parameter", resource_name=parameter_name.lstrip("/"))
 
 
 def alarm_topic_arn(scope: Stack, stage: str) -> str:

@@ -15,7 +15,7 @@ from infra import mappings
 from infra.dead_letters import FailureQueue
 from infra.functions import FunctionSpec, ServiceFunction
 from infra.stages import StageSettings
-from infra.tables import topology_table
+from infra.tables import grant_projection_table, topology_table
 
 
 class Projector(Construct):
@@ -43,13 +43,11 @@ class Projector(Construct):
                 handler=projection.handler,
                 service=owner,
                 description=f"Projects {', '.join(projection.sources)} events into {projection.name}",
-                environment={
-                    topology.ENV_SERVICE: owner,
-                    topology.table_env(projection.name): self.table.table_name,
-                },
+                environment={topology.ENV_SERVICE: owner},
             ),
         )
-        self.table.grant_read_write_data(self.function.function)
+        # <NAME>_TABLE, <NAME>_TABLE_PARAMETER, the pointer and every generation of the table.
+        grant_projection_table(self.function, stage=stage, projection=projection, table=self.table, write=True)
         self.mappings: list[mappings.Mapping] = []
         for source in projection.sources:
             subscription = Subscription(owner, projection, source)

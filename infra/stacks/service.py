@@ -25,6 +25,7 @@ from infra.monitoring import MonitoredService, ServiceMonitoring
 from infra.projector import Projector
 from infra.publisher import Publisher
 from infra.stages import StageSettings
+from infra.tables import grant_projection_table
 
 
 class ServiceStack(Stack):
@@ -84,15 +85,16 @@ class ServiceStack(Stack):
                 environment={
                     topo.ENV_SERVICE: service.name,
                     topo.ENV_EVENT_STORE_TABLE: self.event_store.table.table_name,
-                    **{topo.table_env(p.projection.name): p.table.table_name for p in self.projectors},
                 },
                 memory_mb=512,
                 timeout_seconds=10,
             ),
         )
         self.event_store.table.grant_read_write_data(self.api_function.function)
-        for projector in self.projectors:
-            projector.table.grant_read_data(self.api_function.function)
+        for projector in self.projectors:  # the service's API reads the read models it owns
+            grant_projection_table(
+                self.api_function, stage=stage, projection=projector.projection, table=projector.table, write=False
+            )
         user_pool = UserPool.lookup(self, "UserPool", stage=stage) if stage.auth == "cognito" else None
         self.api = ServiceApi(
             self, "Api", stage=stage, service=service, function=self.api_function, user_pool=user_pool
