@@ -47,7 +47,9 @@ class Projector(Construct):
             ),
         )
         # <NAME>_TABLE, <NAME>_TABLE_PARAMETER, the pointer and every generation of the table.
-        grant_projection_table(self.function, stage=stage, projection=projection, table=self.table, write=True)
+        grant_projection_table(
+            self.function, stage=stage, projection=projection, table=self.table, write=True
+        )
         self.mappings: list[mappings.Mapping] = []
         for source in projection.sources:
             subscription = Subscription(owner, projection, source)

@@ -11,9 +11,9 @@ function that reads or writes the projection resolves its table through that poi
   - its DynamoDB actions on the deployed table AND on `<table>-g*` (the replay generations).
 
 The pointer parameter is deliberately NOT a CloudFormation resource: replay switches it outside
-CloudFormation, so the next deploy of the stack would write the template's value back and silently
-point readers at the retired table (and deleting the stack would delete the pointer). While no pointer
-exists the resolver falls back to `<NAME>_TABLE`, so a fresh deployment needs none.
+CloudFormation, so a later deploy that updates the resource would write the template's value back and
+silently point readers at the retired table (and deleting the stack would delete the pointer). While
+no pointer exists the resolver falls back to `<NAME>_TABLE`, so a fresh deployment needs none.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from infra import naming
 from infra.functions import ServiceFunction
 from infra.stages import StageSettings
 
-# Explicit DynamoDB data actions on projection tables (no streams on them, so no stream actions).
-# ConditionCheckItem: the projection engine's transactions guard each stream's checkpoint.
+# Explicit DynamoDB data actions on projection tables: what CDK's grantReadData/grantReadWriteData
+# granted before, minus GetRecords/GetShardIterator (projection tables have no stream). The engine
+# writes with TransactWriteItems, which IAM checks as the Put/Update/Delete/ConditionCheck inside it.
 PROJECTION_READ_ACTIONS = (
     "dynamodb:BatchGetItem",
     "dynamodb:ConditionCheckItem",
@@ -51,6 +52,7 @@ POINTER_ACTIONS = ("ssm:GetParameter",)
 def table_parameter_env(logical_name: str) -> str:
     """The variable naming a projection's pointer, e.g. USER_TIMELINE_TABLE_PARAMETER (as escore.tables)."""
     return f"{topology.table_env(logical_name)}_PARAMETER"
+
 
 _TYPES = {"S": dynamodb.AttributeType.STRING, "N": dynamodb.AttributeType.NUMBER}
 

@@ -93,7 +93,11 @@ class ServiceStack(Stack):
         self.event_store.table.grant_read_write_data(self.api_function.function)
         for projector in self.projectors:  # the service's API reads the read models it owns
             grant_projection_table(
-                self.api_function, stage=stage, projection=projector.projection, table=projector.table, write=False
+                self.api_function,
+                stage=stage,
+                projection=projector.projection,
+                table=projector.table,
+                write=False,
             )
         user_pool = UserPool.lookup(self, "UserPool", stage=stage) if stage.auth == "cognito" else None
         self.api = ServiceApi(

@@ -165,16 +165,21 @@ def test_ssm_grant_is_get_parameter_on_exactly_the_pointers_used(each: Synth) ->
             granted = [r for s in ssm for r in _as_list(s["Resource"])]
             assert sorted(map(json.dumps, granted)) == sorted(map(json.dumps, expected)), name
             for statement in ssm:
-                assert statement["Effect"] == "Allow" and _as_list(statement["Action"]) == ["ssm:GetParameter"]
+                assert statement["Effect"] == "Allow" and _as_list(statement["Action"]) == [
+                    "ssm:GetParameter"
+                ]
                 assert "Condition" not in statement, name
 
 
 def test_table_grants_cover_the_deployed_table_and_its_generations(each: Synth) -> None:
     read, write = set(PROJECTION_READ_ACTIONS), set(PROJECTION_WRITE_ACTIONS)
     assert {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"} <= read
-    assert {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem"} <= (
-        read | write
-    )
+    assert {
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:ConditionCheckItem",
+    } <= (read | write)
     for service, projection in TOPOLOGY.projections:
         table = {"Fn::GetAtt": [_table_logical(each, service.name, projection.name), "Arn"]}
         generations = generations_arn(each.stage, projection.name)
@@ -203,7 +208,10 @@ def test_generation_wildcards_only_with_explicit_dynamodb_actions(each: Synth) -
                     if "-g*" in text:
                         assert text in allowed, (name, text)
                         actions = _as_list(statement["Action"])
-                        assert all(a.startswith("dynamodb:") and "*" not in a for a in actions), (name, actions)
+                        assert all(a.startswith("dynamodb:") and "*" not in a for a in actions), (
+                            name,
+                            actions,
+                        )
 
 
 def test_pointer_parameters_are_not_cloudformation_resources(each: Synth) -> None:
