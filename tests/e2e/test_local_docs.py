@@ -1,4 +1,4 @@
-"""docs/local.md's examples run as written: every ```sh block, in order, against the local stack
+"""The README's examples run as written: every ```sh block, in order, against the local stack
 (with the test runtime's ports in place of 8000 and 5000)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from tests.e2e.local_stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "local.md"
+DOC = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def blocks() -> list[str]:
