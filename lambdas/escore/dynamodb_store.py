@@ -27,6 +27,7 @@ from botocore.exceptions import ClientError
 
 from escore import upcasting
 from escore.envelope import Envelope, decode, encode
+from escore.runtime import aws_client
 from escore.store import (
     IDEMPOTENCY_LEASE_SECONDS,
     IDEMPOTENCY_TTL_SECONDS,
@@ -79,11 +80,7 @@ class DynamoDBEventStore(EventStore):
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if client is None:
-            import boto3  # here, not at import: a module that only names the class pays nothing
-
-            client = boto3.client("dynamodb")
-        self._client = client
+        self._client = aws_client("dynamodb", client)
         self._table = table_name
         # None: the application's registry, which the services fill at import.
         self._upcasters = upcasters if upcasters is not None else upcasting.upcasters

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import orjson
 
 from escore.envelope import Envelope, EnvelopeError, decode
-from escore.runtime import Handler
+from escore.runtime import Handler, aws_client
 from escore.upcasting import SchemaTooNew, UpcasterRegistry, upcasters
 
 log = logging.getLogger(__name__)
@@ -617,3 +617,11 @@ def kinesis_handler(projector: Projector, logger: Any = log) -> Handler:
 
 def _seq_key(sequence: str) -> tuple[int, str]:
     return (int(sequence), "") if sequence.isdigit() else (0, sequence)
+
+
+def build_projector(spec: ProjectionSpec, env: Mapping[str, str], client: Any = None) -> Handler:
+    """A projection's Lambda handler: its table from `<NAME>_TABLE`, or the pointer replay switches."""
+    from escore.observability import logger
+    from escore.tables import TableResolver
+
+    return kinesis_handler(Projector(spec, TableResolver(env, spec.name), aws_client("dynamodb", client)), logger)

@@ -37,3 +37,15 @@ def lazy(build: Callable[..., Handler]) -> Handler:
         return built[0](event, context)
 
     return entry
+
+
+def aws_client(service: str, given: Any = None) -> Any:
+    """`given`, or a boto3 client for `service` (imported here, at first use, to keep imports cheap).
+
+    The endpoint comes from the standard AWS_ENDPOINT_URL variable, which the local runtime sets.
+    """
+    if given is not None:
+        return given
+    import boto3
+
+    return boto3.client(service)

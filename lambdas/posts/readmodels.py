@@ -11,21 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from escore.runtime import aws_client
 from posts.projectors.hashtag_counts import tag_key
-
-
-def _client(client: Any) -> Any:
-    if client is not None:
-        return client
-    import boto3
-
-    return boto3.client("dynamodb")
 
 
 class HashtagReadModel:
     def __init__(self, table_name: str, client: Any = None) -> None:
         self.table_name = table_name
-        self._client = _client(client)
+        self._client = aws_client("dynamodb", client)
 
     def count(self, tag: str) -> int:
         """How many live posts carry `tag` (a normalised, lower-case tag); 0 when none or unknown."""

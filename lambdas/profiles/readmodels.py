@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from escore.projection import from_item
+from escore.runtime import aws_client
 from profiles.projectors.user_profiles import profile_key
 from profiles.projectors.user_timeline import timeline_pk
 
@@ -25,18 +26,10 @@ class InvalidCursor(ValueError):
     """A `cursor` that this read model did not hand out (malformed, tampered with)."""
 
 
-def _client(client: Any) -> Any:
-    if client is not None:
-        return client
-    import boto3
-
-    return boto3.client("dynamodb")
-
-
 class ProfileReadModel:
     def __init__(self, table_name: str, client: Any = None) -> None:
         self.table_name = table_name
-        self._client = _client(client)
+        self._client = aws_client("dynamodb", client)
 
     def post_count(self, user_id: str) -> int:
         """How many live posts the user has (0 when none or unknown)."""
@@ -69,7 +62,7 @@ class ProfileReadModel:
 class TimelineReadModel:
     def __init__(self, table_name: str, client: Any = None) -> None:
         self.table_name = table_name
-        self._client = _client(client)
+        self._client = aws_client("dynamodb", client)
 
     def page(self, user_id: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         """One page of the user's live posts, newest first (created_at, then post_id, descending).

@@ -19,9 +19,8 @@ from typing import Any
 import posts.schemas  # noqa: F401  registers the upcasting steps of the events this projection reads
 import profiles.schemas  # noqa: F401
 from escore.envelope import Envelope
-from escore.projection import ProjectionSpec, Projector, StreamState, Write, kinesis_handler, update
+from escore.projection import ProjectionSpec, StreamState, Write, build_projector, update
 from escore.runtime import Handler, lazy
-from escore.tables import TableResolver
 
 NAME = "user_profiles"
 TABLE_ENV = "USER_PROFILES_TABLE"  # eventstack.topology.table_env(NAME); read by TableResolver
@@ -72,14 +71,7 @@ PROJECTION = ProjectionSpec(
 
 
 def build(env: Mapping[str, str], *, client: Any = None) -> Handler:
-    table = TableResolver(env, NAME)  # TABLE_ENV, or the active-table pointer replay switches
-    if client is None:
-        import boto3
-
-        client = boto3.client("dynamodb")
-    from escore.observability import logger
-
-    return kinesis_handler(Projector(PROJECTION, table, client), logger)
+    return build_projector(PROJECTION, env, client)
 
 
 handler = lazy(build)

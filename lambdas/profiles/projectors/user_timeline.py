@@ -16,16 +16,14 @@ import posts.schemas  # noqa: F401  registers the upcasting steps of the events 
 from escore.envelope import Envelope
 from escore.projection import (
     ProjectionSpec,
-    Projector,
     StreamState,
     Write,
+    build_projector,
     delete,
-    kinesis_handler,
     put,
     update,
 )
 from escore.runtime import Handler, lazy
-from escore.tables import TableResolver
 
 NAME = "user_timeline"
 TABLE_ENV = "USER_TIMELINE_TABLE"  # eventstack.topology.table_env(NAME); read by TableResolver
@@ -74,14 +72,7 @@ PROJECTION = ProjectionSpec(
 
 
 def build(env: Mapping[str, str], *, client: Any = None) -> Handler:
-    table = TableResolver(env, NAME)  # TABLE_ENV, or the active-table pointer replay switches
-    if client is None:
-        import boto3
-
-        client = boto3.client("dynamodb")
-    from escore.observability import logger
-
-    return kinesis_handler(Projector(PROJECTION, table, client), logger)
+    return build_projector(PROJECTION, env, client)
 
 
 handler = lazy(build)
