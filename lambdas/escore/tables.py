@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from escore.runtime import aws_client
+
 TABLE_CACHE_SECONDS = 15.0
 PARAMETER_ROOT = "/eventstack"
 
@@ -89,9 +91,7 @@ class TableResolver:
     def _lookup(self, stale: str | None) -> str:
         assert self.parameter is not None
         if self._ssm is None:
-            import boto3
-
-            self._ssm = boto3.client("ssm")
+            self._ssm = aws_client("ssm")
         try:
             answer = self._ssm.get_parameter(Name=self.parameter)
         except Exception as exc:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from escore.envelope import EnvelopeError, decode, encode_record
-from escore.runtime import Handler, lazy, require
+from escore.runtime import Handler, aws_client, lazy, require
 
 STREAM_ENV = "EVENT_STREAM_NAME"
 MAX_RECORDS_PER_CALL = 500
@@ -188,13 +188,9 @@ def _chunks(records: list[_Outgoing]) -> Iterator[list[_Outgoing]]:
 
 def build(env: Mapping[str, str], *, kinesis: Any = None, sleep: Callable[[float], None] = time.sleep) -> Handler:
     stream_name = require(env, STREAM_ENV)
-    if kinesis is None:
-        import boto3
-
-        kinesis = boto3.client("kinesis")
     from escore.observability import logger
 
-    publisher = Publisher(kinesis, stream_name, sleep=sleep, log=logger)
+    publisher = Publisher(aws_client("kinesis", kinesis), stream_name, sleep=sleep, log=logger)
 
     def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
         remaining = getattr(context, "get_remaining_time_in_millis", None)
