@@ -243,7 +243,10 @@ def parse_time(text: str) -> datetime:
     text = text.strip().replace("Z", "+00:00")
     if len(text) == 13 and "T" in text:  # 2025-11-26T14
         text += ":00"
-    moment = datetime.fromisoformat(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time: use RFC 3339, e.g. 2026-11-26T14:00:00Z or 2026-11-26") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 

@@ -15,7 +15,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _verbs() -> None:
     """Keeps `eventstack VERB` a group even while only one verb is registered (typer collapses a lone command)."""
@@ -29,4 +28,15 @@ app.add_typer(dlq.app, name="dlq")
 
 
 def main() -> None:
-    app()
+    """Run a verb; an AWS error (no region, no credentials, unreachable endpoint, access denied)
+    is one clear line and exit code 1, never a stack trace."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        app()
+    except (BotoCoreError, ClientError) as exc:
+        hint = ""
+        if "region" in str(exc).lower() or "credentials" in str(exc).lower():
+            hint = " (set AWS_REGION and AWS_PROFILE, or AWS_ENDPOINT_URL for the local stack: see `make run`)"
+        typer.echo(f"error: {exc}{hint}", err=True)
+        raise SystemExit(1) from None

@@ -45,20 +45,26 @@ def replay(
     from eventstack import replay as engine
     from eventstack import resources
     from eventstack.archive import ArchiveError, parse_shard, parse_time
+    from eventstack.topology import TOPOLOGY
 
     err = Console(stderr=True)
     if into not in ("new", "in-place"):
         raise typer.BadParameter("--into takes new or in-place")
     try:
+        # the arguments are checked before any AWS call
+        TOPOLOGY.projection(projection)
+        since_time = parse_time(since) if since else None
+        until_time = parse_time(until) if until else None
+        shard_range = parse_shard(shard)
         found = resources.load(stage)
         options = engine.ReplayOptions(
             projection,
             into=into,  # type: ignore[arg-type]
-            since=parse_time(since) if since else None,
-            until=parse_time(until) if until else None,
+            since=since_time,
+            until=until_time,
             resume=resume,
             abandon=abandon,
-            shard=parse_shard(shard),
+            shard=shard_range,
             batch_size=batch_size,
             apply_workers=workers or (1 if resources.is_local_endpoint() else 4),
             catch_up=catch_up,
@@ -78,7 +84,7 @@ def replay(
                 return
             summary = replayer.run()
     except (engine.ReplayError, resources.ResourceError, ArchiveError, KeyError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}")
         raise typer.Exit(2) from None
     if abandon:
         print(f"abandoned the replay into {summary.table}")
