@@ -66,6 +66,7 @@ KEY_RE = re.compile(
     r"service=(?P<service>[^/]+)/year=(?P<y>\d{4})/month=(?P<m>\d{2})/day=(?P<d>\d{2})/hour=(?P<h>\d{2})/"
 )
 _STREAM_MARK = b'"stream_id":"'
+_MARK_LENGTH = len(_STREAM_MARK)
 _HASH_SPACE = 1 << 128
 
 
@@ -286,6 +287,36 @@ def iter_lines(stream: IO[bytes]) -> Iterator[bytes]:
         yield pending
 
 
+def line_batches(stream: IO[bytes]) -> Iterator[list[bytes]]:
+    """`iter_lines`, one list per decompressed chunk (the same lines, in order, and as bounded)."""
+    pending = b""
+    for chunk in gunzip_chunks(stream):
+        data = pending + chunk if pending else chunk
+        lines = data.split(b"\n")
+        pending = lines.pop()
+        batch = [line for line in lines if line and not line.isspace()]
+        if batch:
+            yield batch
+    if pending and not pending.isspace():
+        yield [pending]
+
+
+def _stream_key(line: bytes) -> bytes | None:
+    """The UTF-8 bytes of the line's stream_id when `stream_id_of` would take them as they are
+    (one mark, no escape) and they are ASCII; else None (then `stream_id_of` decides)."""
+    start = line.find(_STREAM_MARK)
+    if start < 0:
+        return None
+    start += _MARK_LENGTH
+    if line.find(_STREAM_MARK, start) >= 0:  # a second (non-overlapping) mark: as count() != 1
+        return None
+    end = line.find(b'"', start)
+    if end <= start:
+        return None
+    key = line[start:end]
+    return key if key.isascii() and b"\\" not in key else None
+
+
 def stream_id_of(line: bytes) -> str:
     """The line's stream_id; a byte search on the compact encoding, a full parse when ambiguous."""
     start = line.find(_STREAM_MARK)
@@ -490,7 +521,20 @@ class ArchiveReader:
             for index in range(count):
                 if index in skip:
                     continue
-                yield self._partition(index, count, buckets.lines(index), require_start, stats, mark)
+                partition = self._partition(index, count, buckets.lines(index), require_start, stats, mark)
+                # While the consumer folds the partition, its (acyclic) objects are kept out of the
+                # cyclic collector's generations, as they were while being built: otherwise the
+                # consumer's own allocations make it traverse them all, young then old, each time.
+                # Nothing is frozen if the process already uses gc.freeze for its own purposes.
+                frozen = gc.isenabled() and gc.get_freeze_count() == 0
+                if frozen:
+                    gc.freeze()
+                try:
+                    yield partition
+                finally:
+                    if frozen:
+                        gc.unfreeze()  # back to the oldest generation: collected as usual from now on
+                del partition  # not held while the next partition is built (the memory bound)
         finally:
             buckets.close()
             if spill_dir is not None:
@@ -523,37 +567,57 @@ class ArchiveReader:
         count = buckets.count
         need_id = count > 1 or shard[1] > 1
 
+        sharded = shard[1] > 1
+        crc32 = zlib.crc32
+
         def scan_one(obj: ArchiveObject) -> None:
             memory, files = buckets.mine()
             lines = kept = bad = 0
             samples: list[str] = []
+            stream: IO[bytes] | None = None
             try:
-                for line in self.iter_lines(obj.key):
-                    lines += 1
-                    if need_id:
-                        try:
-                            stream_id = stream_id_of(line)
-                        except (ValueError, EnvelopeError) as exc:
-                            bad += 1
-                            if len(samples) < 3:
-                                samples.append(f"{obj.key}: {exc}")
+                stream = self.source.open(obj.key)
+                for batch in line_batches(stream):
+                    lines += len(batch)
+                    if not need_id:
+                        kept += len(batch)
+                        if memory is not None:
+                            memory[0].extend(batch)
+                        else:
+                            assert files is not None
+                            files[0].write(b"\n".join(batch) + b"\n")
+                        continue
+                    routed: list[list[bytes]] = [[] for _ in range(count)]
+                    for line in batch:
+                        key = None if sharded else _stream_key(line)
+                        if key is None:  # the general case: exactly as stream_id_of decides
+                            try:
+                                stream_id = stream_id_of(line)
+                            except (ValueError, EnvelopeError) as exc:
+                                bad += 1
+                                if len(samples) < 3:
+                                    samples.append(f"{obj.key}: {exc}")
+                                continue
+                            if sharded and not in_shard(stream_id, shard):
+                                continue
+                            key = stream_id.encode()
+                        routed[crc32(key) % count].append(line)
+                    for partition, chosen in enumerate(routed):
+                        if not chosen or partition in skip:
                             continue
-                        if shard[1] > 1 and not in_shard(stream_id, shard):
-                            continue
-                        partition = zlib.crc32(stream_id.encode()) % count
-                        if partition in skip:
-                            continue
-                    else:
-                        partition = 0
-                    kept += 1
-                    if memory is not None:
-                        memory[partition].append(line)
-                    else:
-                        assert files is not None
-                        files[partition].write(line + b"\n")
+                        kept += len(chosen)
+                        if memory is not None:
+                            memory[partition].extend(chosen)
+                        else:
+                            assert files is not None
+                            files[partition].write(b"\n".join(chosen) + b"\n")
             except (ArchiveError, zlib.error, OSError) as exc:
                 with lock:
                     stats.bad_objects.append(f"{obj.key} ({exc})")
+            finally:
+                close = getattr(stream, "close", None)  # (not every S3 body has one)
+                if close is not None:
+                    close()
             with lock:
                 stats.objects += 1
                 stats.compressed_bytes += obj.size
@@ -594,29 +658,38 @@ class ArchiveReader:
         mark: Mapping[str, Any] | None = None,
     ) -> Partition:
         seen: set[str] = set()
+        remember = seen.add
         streams: dict[str, dict[int, Envelope]] = {}
+        stream_versions = streams.get
         loads = orjson.loads
         for line in lines:
             try:
                 raw = loads(line)
-                if mark and isinstance(raw, dict) and isinstance(raw.get("metadata"), dict):
-                    raw["metadata"].update(mark)
+                if mark and isinstance(raw, dict):
+                    metadata = raw.get("metadata")
+                    if isinstance(metadata, dict):
+                        metadata.update(mark)
                 event = from_dict(raw)
             except (orjson.JSONDecodeError, EnvelopeError) as exc:
                 stats.bad_lines += 1
                 if len(stats.bad_line_samples) < 3:
                     stats.bad_line_samples.append(str(exc))
                 continue
-            if event.event_id in seen:
+            event_id = event.event_id
+            if event_id in seen:
                 stats.duplicates += 1
                 continue
-            seen.add(event.event_id)
-            versions = streams.setdefault(event.stream_id, {})
-            held = versions.get(event.version)
+            remember(event_id)
+            stream_id = event.stream_id
+            versions = stream_versions(stream_id)
+            if versions is None:
+                versions = streams[stream_id] = {}
+            version = event.version
+            held = versions.get(version)
             if held is not None:
-                stats.conflicts.append(VersionConflict(event.stream_id, event.version, (held.event_id, event.event_id)))
+                stats.conflicts.append(VersionConflict(stream_id, version, (held.event_id, event_id)))
                 continue
-            versions[event.version] = event
+            versions[version] = event
         del seen
         out: list[tuple[str, list[Envelope]]] = []
         upcast = self.upcaster.upcast

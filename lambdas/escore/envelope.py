@@ -90,8 +90,52 @@ class Envelope:
         return value if isinstance(value, str) else None
 
 
+_FIELD_SET = frozenset(ENVELOPE_FIELDS)
+
+
+def with_data(event: Envelope, data: dict[str, Any], schema_version: int) -> Envelope:
+    """`event` with new `data` at `schema_version` (what upcasting makes; cheaper than dataclasses.replace)."""
+    return Envelope(event.event_id, event.stream_id, event.version, event.type, schema_version, event.service,
+                    event.occurred_at, data, event.metadata, event.extra)
+
+
 def from_dict(raw: Any) -> Envelope:
     """Validate a decoded JSON object as an envelope; raise EnvelopeError saying what is wrong."""
+    # Fast path: a plain dict with every field of its exact JSON type (what orjson gives for any
+    # valid envelope). Anything else, valid or not, goes through the full check below, which
+    # accepts the same inputs as ever and raises the same errors.
+    if type(raw) is dict:
+        try:
+            event_id = raw["event_id"]
+            stream_id = raw["stream_id"]
+            version = raw["version"]
+            type_ = raw["type"]
+            schema_version = raw["schema_version"]
+            service = raw["service"]
+            occurred_at = raw["occurred_at"]
+            data = raw["data"]
+            metadata = raw["metadata"]
+        except KeyError:
+            pass
+        else:
+            if (
+                type(event_id) is str and event_id
+                and type(stream_id) is str and stream_id
+                and type(type_) is str and type_
+                and type(service) is str and service
+                and type(occurred_at) is str and occurred_at
+                and type(version) is int and version >= 1
+                and type(schema_version) is int and schema_version >= 1
+                and type(data) is dict
+                and type(metadata) is dict
+            ):
+                extra = {} if len(raw) == len(_FIELD_SET) else {k: v for k, v in raw.items() if k not in _FIELD_SET}
+                return Envelope(event_id, stream_id, version, type_, schema_version, service, occurred_at, data,
+                                metadata, extra)
+    return _from_dict_checked(raw)
+
+
+def _from_dict_checked(raw: Any) -> Envelope:
     if not isinstance(raw, dict):
         raise EnvelopeError(f"an envelope is a JSON object, got {type(raw).__name__}")
     missing = [name for name in ENVELOPE_FIELDS if name not in raw]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from escore.envelope import Envelope
+from escore.envelope import Envelope, with_data
 
 Step = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -39,17 +39,18 @@ class UpcasterRegistry:
         return self._current.get(event_type, 1)
 
     def upcast(self, event: Envelope) -> Envelope:
-        target = self.current_version(event.type)
-        if event.schema_version == target:
+        event_type = event.type
+        written = event.schema_version
+        target = self._current.get(event_type, 1)
+        if written == target:  # the common case: nothing to do, no copy
             return event
-        if event.schema_version > target:
-            raise SchemaTooNew(
-                f"{event.type} at schema {event.schema_version}; this code reads up to {target}"
-            )
+        if written > target:
+            raise SchemaTooNew(f"{event_type} at schema {written}; this code reads up to {target}")
         data = event.data
-        for version in range(event.schema_version, target):
-            data = self._steps[(event.type, version)](dict(data))
-        return event.with_changes(data=data, schema_version=target)
+        steps = self._steps
+        for version in range(written, target):
+            data = steps[(event_type, version)](dict(data))
+        return with_data(event, data, target)
 
 
 # The application's registry: each service module registers its steps here at import.
