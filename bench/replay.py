@@ -7,7 +7,7 @@ temporary directory, then measures on the same files in the same run:
 - floor: gunzip and parse every line (orjson), nothing else;
 - replay: the replay path without DynamoDB: `ArchiveReader` (list, concurrent gunzip, hash partitions,
   de-duplication, per-stream order, gap check, upcasting), `metadata.replayed` marking, and the pure
-  folds of `user_profiles` and `user_timeline` (`ProjectionSpec.folds` + `apply_write`) into dicts.
+  folds of `user_profiles` and `user_timeline` into dicts (`escore.projection.InMemoryProjection`).
 
 Writes bench/results/replay.json and bench/results/replay.md.
 Run: `.venv/bin/python -m bench.replay [--events N]`.
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lambdas"))
 import orjson
 
 from escore.envelope import format_timestamp
-from escore.projection import ProjectionSpec, apply_write
+from escore.projection import InMemoryProjection
 from eventstack.archive import ArchiveReader, DirectorySource, ReadStats, hour_prefix, iter_lines
 from eventstack.replay import REPLAYED
 from profiles.projectors.user_profiles import PROJECTION as USER_PROFILES
@@ -136,40 +136,21 @@ def floor(root: Path) -> dict[str, Any]:
     return {"events": count, "seconds": seconds, "events_per_second": count / seconds}
 
 
-def fold_into(spec: ProjectionSpec, table: dict[tuple[str, str], dict[str, Any]],
-              states: dict[str, dict[str, Any]], events: list[Any]) -> None:
-    folds = spec.folds
-    for event in events:
-        handler = folds.get(event.type)
-        if handler is None:
-            continue
-        state, writes = handler(states.get(event.stream_id, {}), event)
-        states[event.stream_id] = state
-        for write in writes:
-            after = apply_write(table.get(write.key), write)
-            if after is None:
-                table.pop(write.key, None)
-            else:
-                table[write.key] = after
-
-
 def replay(root: Path, workers: int) -> dict[str, Any]:
     reader = ArchiveReader(source=DirectorySource(root), workers=workers)
     started = time.perf_counter()
     objects = reader.list("posts") + reader.list("profiles")
     stats = ReadStats()
-    profiles: dict[tuple[str, str], dict[str, Any]] = {}
-    timeline: dict[tuple[str, str], dict[str, Any]] = {}
-    profile_states: dict[str, dict[str, Any]] = {}
-    timeline_states: dict[str, dict[str, Any]] = {}
+    profiles = InMemoryProjection(USER_PROFILES)
+    timeline = InMemoryProjection(USER_TIMELINE)
     scan_done = None
     for partition in reader.read(objects, stats=stats, mark={REPLAYED: True}):
         if scan_done is None:
             scan_done = time.perf_counter()
         for stream_id, events in partition.streams:
-            fold_into(USER_PROFILES, profiles, profile_states, events)
+            profiles.apply(events)
             if stream_id.startswith("post-"):
-                fold_into(USER_TIMELINE, timeline, timeline_states, events)
+                timeline.apply(events)
     seconds = time.perf_counter() - started
     assert stats.ok, stats.problems()
     return {
@@ -177,7 +158,7 @@ def replay(root: Path, workers: int) -> dict[str, Any]:
         "partitions": stats.partitions, "scan_seconds": (scan_done or started) - started, "seconds": seconds,
         "events_per_second": stats.events_read / seconds,
         "unique_events_per_second": stats.events / seconds,
-        "user_profiles_items": len(profiles), "user_timeline_items": len(timeline),
+        "user_profiles_items": len(profiles.items), "user_timeline_items": len(timeline.items),
     }
 
 

@@ -625,3 +625,31 @@ def build_projector(spec: ProjectionSpec, env: Mapping[str, str], client: Any = 
     from escore.tables import TableResolver
 
     return kinesis_handler(Projector(spec, TableResolver(env, spec.name), aws_client("dynamodb", client)), logger)
+
+
+class InMemoryProjection:
+    """A projection folded in memory: the same folds as `Projector`, no DynamoDB, no checkpoints.
+
+    For tests (the expected result of a run) and benchmarks. The caller feeds each stream's events
+    once and in version order; `items` is the table, keyed by (pk, sk).
+    """
+
+    def __init__(self, spec: ProjectionSpec) -> None:
+        self.spec = spec
+        self.items: dict[tuple[str, str], dict[str, Any]] = {}
+        self.states: dict[str, StreamState] = {}
+
+    def apply(self, events: Iterable[Envelope]) -> InMemoryProjection:
+        folds, items, states = self.spec.folds, self.items, self.states
+        for event in events:
+            fold = folds.get(event.type)
+            if fold is None:
+                continue
+            states[event.stream_id], writes = fold(states.get(event.stream_id, {}), event)
+            for write in writes:
+                item = apply_write(items.get(write.key), write)
+                if item is None:
+                    items.pop(write.key, None)
+                else:
+                    items[write.key] = item
+        return self

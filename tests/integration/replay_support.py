@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from escore.envelope import Envelope, encode_record, format_timestamp
-from escore.projection import ProjectionSpec, apply_write, from_item
+from escore.projection import InMemoryProjection, ProjectionSpec, from_item
 from eventstack.archive import hour_prefix
 
 BUCKET = "eventstack-archive-test"
@@ -136,25 +136,10 @@ def archive_with_duplicates(
 
 def fold(spec: ProjectionSpec, events: Iterable[Envelope]) -> dict[tuple[str, str], dict[str, Any]]:
     """The projection as a pure fold of the unique events (each stream in version order)."""
-    table: dict[tuple[str, str], dict[str, Any]] = {}
-    states: dict[str, dict[str, Any]] = {}
-    seen: set[str] = set()
-    for item in events:
-        if item.event_id in seen:
-            continue
-        seen.add(item.event_id)
-        handler = spec.folds.get(item.type)
-        if handler is None:
-            continue
-        state, writes = handler(dict(states.get(item.stream_id, {})), item)
-        states[item.stream_id] = state
-        for write in writes:
-            after = apply_write(table.get(write.key), write)
-            if after is None:
-                table.pop(write.key, None)
-            else:
-                table[write.key] = after
-    return table
+    unique: dict[str, Envelope] = {}
+    for event in events:
+        unique.setdefault(event.event_id, event)  # the first delivery of each event counts
+    return InMemoryProjection(spec).apply(unique.values()).items
 
 
 def read_model(client: Any, table: str) -> dict[tuple[str, str], dict[str, Any]]:

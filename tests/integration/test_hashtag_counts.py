@@ -16,7 +16,7 @@ from moto import mock_aws
 
 from escore.envelope import Envelope, format_timestamp, new_id
 from escore.memory_store import InMemoryEventStore
-from escore.projection import Projector, apply_write, from_item
+from escore.projection import InMemoryProjection, Projector, from_item
 from escore.upcasting import upcasters
 from eventstack.topology import TOPOLOGY
 from posts import api as posts_api
@@ -100,20 +100,8 @@ def expected_counts(events: list[Envelope]) -> dict[str, int]:
 
 def pure_fold(events: list[Envelope]) -> dict[tuple[str, str], dict[str, Any]]:
     """The projection's own fold applied in memory to the unique events, stream by stream, upcast."""
-    table: dict[tuple[str, str], dict[str, Any]] = {}
     unique = sorted({e.event_id: e for e in events}.values(), key=lambda e: (e.stream_id, e.version))
-    states: dict[str, dict[str, Any]] = {}
-    for event in unique:
-        event = upcasters.upcast(event)
-        fold = hashtag_counts.PROJECTION.folds.get(event.type)
-        if fold is None:
-            continue
-        states[event.stream_id], writes = fold(dict(states.get(event.stream_id, {})), event)
-        for write in writes:
-            item = apply_write(table.get(write.key), write)
-            if item is not None:
-                table[write.key] = item
-    return table
+    return InMemoryProjection(hashtag_counts.PROJECTION).apply(upcasters.upcast(e) for e in unique).items
 
 
 def read_model_items(client: Any, table: str) -> dict[tuple[str, str], dict[str, Any]]:

@@ -23,7 +23,14 @@ from moto import mock_aws
 
 from escore.dynamodb_store import DynamoDBEventStore
 from escore.envelope import Envelope, encode_record, format_timestamp, new_id
-from escore.projection import ProjectionSpec, Projector, StreamState, Write, apply_write, from_item
+from escore.projection import (
+    InMemoryProjection,
+    ProjectionSpec,
+    Projector,
+    StreamState,
+    Write,
+    from_item,
+)
 from eventstack.archive import ArchiveReader, ReadStats
 from posts import api as posts_api
 from posts.projectors import hashtag_counts
@@ -132,21 +139,8 @@ def expected_counts(events: list[Envelope]) -> dict[str, int]:
 def pure_fold(spec: ProjectionSpec, events: list[Envelope]) -> dict[tuple[str, str], dict[str, Any]]:
     from escore.upcasting import upcasters
 
-    table: dict[tuple[str, str], dict[str, Any]] = {}
-    states: dict[str, dict[str, Any]] = {}
-    for event in sorted({e.event_id: e for e in events}.values(), key=lambda e: (e.stream_id, e.version)):
-        event = upcasters.upcast(event)
-        fold = spec.folds.get(event.type)
-        if fold is None:
-            continue
-        states[event.stream_id], writes = fold(dict(states.get(event.stream_id, {})), event)
-        for write in writes:
-            item = apply_write(table.get(write.key), write)
-            if item is None:
-                table.pop(write.key, None)
-            else:
-                table[write.key] = item
-    return table
+    unique = sorted({e.event_id: e for e in events}.values(), key=lambda e: (e.stream_id, e.version))
+    return InMemoryProjection(spec).apply(upcasters.upcast(e) for e in unique).items
 
 
 def table_items(client: Any, table: str) -> dict[tuple[str, str], dict[str, Any]]:

@@ -9,7 +9,17 @@ from typing import Any
 import pytest
 
 from escore.envelope import Envelope, new_id
-from escore.projection import ProjectionSpec, Write, apply_write, delete, from_attr, put, to_attr, update
+from escore.projection import (
+    InMemoryProjection,
+    ProjectionSpec,
+    Write,
+    apply_write,
+    delete,
+    from_attr,
+    put,
+    to_attr,
+    update,
+)
 from profiles.projectors import user_profiles, user_timeline
 from profiles.readmodels import InvalidCursor, decode_cursor, encode_cursor
 from publisher.handler import MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, _chunks, _Outgoing
@@ -74,21 +84,7 @@ def envelope(stream_id: str, version: int, type_: str, data: dict[str, Any], at:
 
 def fold_in_memory(spec: ProjectionSpec, events: list[Envelope]) -> dict[tuple[str, str], dict[str, Any]]:
     """Apply `events` in the given order (each stream's own events must be in version order)."""
-    table: dict[tuple[str, str], dict[str, Any]] = {}
-    states: dict[str, dict[str, Any]] = {}
-    for event in events:
-        fold = spec.folds.get(event.type)
-        if fold is None:
-            continue
-        state, writes = fold(dict(states.get(event.stream_id, {})), event)
-        states[event.stream_id] = state
-        for write in writes:
-            item = apply_write(table.get(write.key), write)
-            if item is None:
-                table.pop(write.key, None)
-            else:
-                table[write.key] = item
-    return table
+    return InMemoryProjection(spec).apply(events).items
 
 
 def scenario(rng: random.Random) -> list[list[Envelope]]:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from escore.envelope import Envelope, new_id
-from escore.projection import ProjectionSpec, apply_write
+from escore.projection import InMemoryProjection, ProjectionSpec
 from escore.upcasting import SchemaTooNew, upcasters
 from eventstack.topology import TOPOLOGY
 from posts.domain import PostCreated, PostEdited
@@ -121,23 +121,7 @@ def test_the_domain_writes_what_the_upcaster_computes(seed: int) -> None:
 # --- the hashtag_counts fold ---------------------------------------------------------------------
 
 def fold_in_memory(spec: ProjectionSpec, events: list[Envelope]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Apply `events` (upcast, as the engine does) in the given order; each stream's in version order."""
-    table: dict[tuple[str, str], dict[str, Any]] = {}
-    states: dict[str, dict[str, Any]] = {}
-    for event in events:
-        event = upcasters.upcast(event)
-        fold = spec.folds.get(event.type)
-        if fold is None:
-            continue
-        state, writes = fold(dict(states.get(event.stream_id, {})), event)
-        states[event.stream_id] = state
-        for write in writes:
-            item = apply_write(table.get(write.key), write)
-            if item is None:
-                table.pop(write.key, None)
-            else:
-                table[write.key] = item
-    return table
+    return InMemoryProjection(spec).apply(upcasters.upcast(event) for event in events).items
 
 
 def counts_of(table: dict[tuple[str, str], dict[str, Any]]) -> dict[str, int]:
