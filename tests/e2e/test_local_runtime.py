@@ -17,7 +17,12 @@ from tests.e2e.local_stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 
-SMOKE = Path("/work/shared/contract_smoke.py")
+# The shared contract smoke script lies beside the checkout (../shared), in CI as on a workstation.
+SMOKE = next(
+    (p for p in (Path(__file__).resolve().parents[3] / "shared" / "contract_smoke.py",
+                 Path("/work/shared/contract_smoke.py")) if p.exists()),
+    Path("/work/shared/contract_smoke.py"),
+)
 
 
 def handle() -> str:
