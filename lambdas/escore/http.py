@@ -47,7 +47,7 @@ from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
 from escore.aggregate import AggregateNotFound, CommandContext, VersionConflict
-from escore.observability import logger
+from escore.observability import count, logger
 from escore.store import (
     ClaimTaken,
     ConcurrencyError,
@@ -268,6 +268,10 @@ class JsonApi:
             finally:
                 _current.reset(token)
                 logger.set_correlation_id(None)
+        status = int(result.get("statusCode") or 500)
+        count(f"Responses{status // 100}xx", 1)  # per class: alarms and dashboards read 4xx/5xx rates
+        if status == 409:
+            count("Conflicts", 1)  # concurrency, taken handles, idempotency clashes
         return self._with_header(result, CORRELATION_HEADER, scope.correlation_id)
 
     def _scope_of(self, event: Mapping[str, Any]) -> RequestScope:

@@ -584,6 +584,7 @@ def kinesis_handler(projector: Projector, logger: Any = log) -> Handler:
     per-record BatchProcessor: every record of a failed event, and every undecodable record,
     is reported by its sequence number; Lambda re-delivers from the lowest.
     """
+    from escore.observability import count
 
     def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
         records = event.get("Records") or []
@@ -610,6 +611,9 @@ def kinesis_handler(projector: Projector, logger: Any = log) -> Handler:
         logger.info("projection %s: %d records, %d applied, %d skipped, %d duplicates, %d records failed",
                     projector.spec.name, len(records), result.applied, result.skipped,
                     result.duplicates, len(failed))
+        count("EventsApplied", result.applied)
+        count("DuplicatesSkipped", result.duplicates)
+        count("RecordsFailed", len(failed))
         return {"batchItemFailures": [{"itemIdentifier": s} for s in sorted(failed, key=_seq_key)]}
 
     return handle

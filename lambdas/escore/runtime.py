@@ -29,11 +29,15 @@ def require(env: Mapping[str, str], name: str) -> str:
 
 
 def lazy(build: Callable[..., Handler]) -> Handler:
+    """The Lambda entry point: built from os.environ on the first invocation, and observed
+    (escore.observability: logging context, X-Ray, metrics flushed per invocation)."""
     built: list[Handler] = []
 
     def entry(event: dict[str, Any], context: Any) -> Any:
         if not built:
-            built.append(build(os.environ))
+            from escore.observability import observe
+
+            built.append(observe(build(os.environ)))
         return built[0](event, context)
 
     return entry

@@ -188,7 +188,7 @@ def _chunks(records: list[_Outgoing]) -> Iterator[list[_Outgoing]]:
 
 def build(env: Mapping[str, str], *, kinesis: Any = None, sleep: Callable[[float], None] = time.sleep) -> Handler:
     stream_name = require(env, STREAM_ENV)
-    from escore.observability import logger
+    from escore.observability import count, logger
 
     publisher = Publisher(aws_client("kinesis", kinesis), stream_name, sleep=sleep, log=logger)
 
@@ -200,6 +200,9 @@ def build(env: Mapping[str, str], *, kinesis: Any = None, sleep: Callable[[float
             result.published, result.skipped, result.undecodable, result.retried,
             len(result.unpublished), result.first_unpublished,
         )
+        count("EventsPublished", result.published)
+        count("PublishRetries", result.retried)
+        count("RecordsUnpublished", len(result.unpublished))
         return result.response()
 
     return handle

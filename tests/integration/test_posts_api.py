@@ -18,6 +18,7 @@ from escore.runtime import lazy
 from escore.store import EventStore
 from posts import api as posts_api
 from tests.support.api import ApiClient, ApiResponse, expect_error, routes_of
+from tests.support.lambda_context import LambdaContext
 from tests.support.stores import STORE_KINDS, event_store, mocked_aws
 
 AUTHOR = "6f1c6b1e-0000-4000-8000-0000000000a1"
@@ -289,6 +290,6 @@ def test_the_lambda_entry_point_builds_from_the_environment(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     entry = lazy(posts_api.build)  # what `posts.api.handler` is, built afresh: boto3's own client
-    client = ApiClient(entry, routes_of("posts"))
+    client = ApiClient(lambda event, _: entry(event, LambdaContext()), routes_of("posts"))
     post_id = client.post("/posts", {"author_id": AUTHOR, "text": "x"}).json["post_id"]
     assert client.get(f"/posts/{post_id}").json["text"] == "x"
