@@ -11,6 +11,8 @@ import copy
 import errno
 import logging
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -188,13 +190,19 @@ class TransactionRollback:
 
 
 class MotoEmulation:
-    """moto's server (ThreadedMotoServer's pieces), bound in the caller's thread so a taken port fails fast."""
+    """moto's server, bound in the caller's thread so a taken port fails fast.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 5000):
+    With `own_process`, the server runs in a child process (eventstack/local/moto_process.py) so it
+    does not share the GIL with the runtime's handlers and pollers.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 5000, *, own_process: bool = False):
         self.host = host
         self.port = port
+        self.own_process = own_process
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self._process: subprocess.Popen[str] | None = None
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
         self._rollback = TransactionRollback()
@@ -204,6 +212,9 @@ class MotoEmulation:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
+        if self.own_process:
+            self._start_process()
+            return
         from moto.moto_server.werkzeug_app import (
             DomainDispatcherApplication,
             MotoRequestHandler,
@@ -223,7 +234,30 @@ class MotoEmulation:
                                         name="moto-server", daemon=True)
         self._thread.start()
 
+    def _start_process(self) -> None:
+        # Its own session: Ctrl-C in the terminal reaches the runtime, which drains, then stops it.
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "eventstack.local.moto_process", "--host", self.host, "--port", str(self.port)],
+            stdout=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline().strip()  # "ready <port>", or "error <why>" and exit 3
+        if not line.startswith("ready "):
+            self._process.wait(timeout=10)
+            if line.startswith("error ") and "in use" in line:
+                raise PortInUse(self.host, self.port, "the AWS emulation", "--aws-port")
+            raise RuntimeError(f"the AWS emulation did not start: {line or 'no answer'}")
+        self.port = int(line.split()[1])
+
     def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=5)
+            self._process = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -64,7 +64,7 @@ class LocalRuntime:
         self.faults = Faults(self.config.faults)
         self.functions = FunctionRegistry(self.plan.functions, handlers)
         self.emulation = MotoEmulation(self.config.host if self.config.host in ("127.0.0.1", "localhost")
-                                       else "127.0.0.1", self.config.aws_port)
+                                       else "127.0.0.1", self.config.aws_port, own_process=True)
         self.resources = Resources()
         self.mappings: list[EventSourceMapping] = []
         self.deliveries: list[FirehoseDelivery] = []
