@@ -7,6 +7,7 @@ requests pass one lock: the emulation serializes them the way the real services 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import logging
@@ -14,7 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,6 +188,30 @@ class TransactionRollback:
                     bucket.pop(range_key, None)
             else:
                 table.items[hash_key][range_key] = item
+
+
+@contextlib.contextmanager
+def tuned_moto_dynamodb() -> Iterator[None]:
+    """moto's DynamoDB as the emulation runs it, for in-process use (`mock_aws` in tests):
+    `TransactionRollback` installed, and every DynamoDB request under one lock (moto's backend has
+    none: a transaction fails or races when another thread writes the table meanwhile)."""
+    from moto.dynamodb import responses
+
+    lock = threading.RLock()
+    original_call = responses.DynamoHandler.call_action
+
+    def call_action(handler: Any) -> Any:
+        with lock:
+            return original_call(handler)
+
+    rollback = TransactionRollback()
+    rollback.install()
+    responses.DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        responses.DynamoHandler.call_action = original_call  # type: ignore[method-assign]
+        rollback.uninstall()
 
 
 class MotoEmulation:

@@ -314,36 +314,3 @@ def checkpoints(items: dict[tuple[str, str], dict[str, Any]]) -> dict[str, int]:
 
 
 # --- moto speed ------------------------------------------------------------------------------
-
-
-def patch_moto_transaction_backups(monkeypatch: Any) -> None:
-    """moto 5.2.5's TransactWriteItems deep-copies the whole table once per item of the transaction
-    (as a backup to restore on cancellation): 100 copies of a 2,000-item table per call, minutes
-    for a thousand events. Copy each table once per call instead; the backup is the same (nothing
-    is written before the copies are taken), so behaviour is unchanged, only time."""
-    import copy
-    import types
-
-    from moto.dynamodb import models
-    from moto.dynamodb.models.table import Table
-
-    memo: dict[int, Any] = {}
-
-    def deepcopy(value: Any, *args: Any) -> Any:
-        if isinstance(value, Table):
-            if id(value) not in memo:
-                memo[id(value)] = copy.deepcopy(value, *args)
-            return memo[id(value)]
-        return copy.deepcopy(value, *args)
-
-    original = models.DynamoDBBackend.transact_write_items
-
-    def transact_write_items(self: Any, transact_items: Any) -> Any:
-        memo.clear()
-        try:
-            return original(self, transact_items)
-        finally:
-            memo.clear()
-
-    monkeypatch.setattr(models, "copy", types.SimpleNamespace(deepcopy=deepcopy))
-    monkeypatch.setattr(models.DynamoDBBackend, "transact_write_items", transact_write_items)

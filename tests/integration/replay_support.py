@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import gzip
 import random
-import threading
-import types
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -162,46 +158,3 @@ def checkpoints(client: Any, table: str) -> dict[str, int]:
             if pk.startswith("$stream#"):
                 out[pk[len("$stream#"):]] = int(raw["v"]["N"])
     return out
-
-
-@contextlib.contextmanager
-def moto_dynamodb_tuned() -> Iterator[None]:
-    """moto 5.2.5's DynamoDB, made usable for thousands of projected events and several threads.
-
-    - TransactWriteItems deep-copies the whole table once per *item* of the transaction (for its
-      rollback); once per table per transaction is the same rollback at 1/100 of the cost.
-    - Its backends have no lock: a transaction's copy fails ("dictionary changed size") when another
-      thread writes the table meanwhile. DynamoDB requests are serialized here, as one server would.
-    """
-    from moto.dynamodb import models, responses
-
-    real_copy = copy.deepcopy
-    lock = threading.RLock()
-    original_transact = models.DynamoDBBackend.transact_write_items
-    original_call = responses.DynamoHandler.call_action
-
-    def transact(self: Any, transact_items: Any) -> Any:
-        copies: dict[int, Any] = {}
-
-        def once(value: Any, memo: Any = None) -> Any:
-            if id(value) not in copies:
-                copies[id(value)] = real_copy(value, memo)
-            return copies[id(value)]
-
-        models.copy = types.SimpleNamespace(deepcopy=once)  # type: ignore[attr-defined]
-        try:
-            return original_transact(self, transact_items)
-        finally:
-            models.copy = copy  # type: ignore[attr-defined]
-
-    def call(self: Any) -> Any:
-        with lock:
-            return original_call(self)
-
-    models.DynamoDBBackend.transact_write_items = transact  # type: ignore[method-assign]
-    responses.DynamoHandler.call_action = call  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        models.DynamoDBBackend.transact_write_items = original_transact  # type: ignore[method-assign]
-        responses.DynamoHandler.call_action = original_call  # type: ignore[method-assign]

@@ -9,7 +9,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-from replay_support import BUCKET, History, fold, moto_dynamodb_tuned, read_model
+from replay_support import BUCKET, History, fold, read_model
 from support.aws import create_event_store, create_projection_table
 from typer.testing import CliRunner
 
@@ -17,6 +17,7 @@ from escore.dynamodb_store import DynamoDBEventStore
 from escore.envelope import decode, encode_record
 from eventstack import resources
 from eventstack.cli import app
+from eventstack.local.emulation import tuned_moto_dynamodb
 from eventstack.replay import load_spec
 
 pytestmark = pytest.mark.integration
@@ -25,7 +26,7 @@ REGION_ACCOUNT = "us-east-1:123456789012"
 
 @pytest.fixture
 def aws() -> Iterator[dict[str, Any]]:
-    with mock_aws(), moto_dynamodb_tuned():
+    with mock_aws(), tuned_moto_dynamodb():
         clients = {n: boto3.client(n, region_name="us-east-1")
                    for n in ("dynamodb", "dynamodbstreams", "kinesis", "sqs", "ssm")}
         create_event_store(clients["dynamodb"], "posts")

@@ -18,6 +18,7 @@ from escore.envelope import Envelope, format_timestamp, new_id
 from escore.memory_store import InMemoryEventStore
 from escore.projection import InMemoryProjection, Projector, from_item
 from escore.upcasting import upcasters
+from eventstack.local.emulation import tuned_moto_dynamodb
 from eventstack.topology import TOPOLOGY
 from posts import api as posts_api
 from posts.projectors import hashtag_counts
@@ -29,7 +30,6 @@ from tests.integration.projector_harness import (
     checkpoints,
     drain,
     envelope,
-    patch_moto_transaction_backups,
     scan,
     shard_log,
 )
@@ -43,9 +43,8 @@ TABLE = "hashtag_counts"
 
 
 @pytest.fixture
-def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    patch_moto_transaction_backups(monkeypatch)
-    with mock_aws():
+def dynamodb() -> Iterator[Any]:
+    with mock_aws(), tuned_moto_dynamodb():
         client = boto3.client("dynamodb", region_name="us-east-1")
         create_projection_table(client, TABLE)
         yield client

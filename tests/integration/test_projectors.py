@@ -15,6 +15,7 @@ from moto import mock_aws
 from escore.envelope import encode_record
 from escore.projection import Projector
 from escore.upcasting import UpcasterRegistry
+from eventstack.local.emulation import tuned_moto_dynamodb
 from profiles.projectors import user_profiles, user_timeline
 from profiles.readmodels import InvalidCursor, ProfileReadModel, TimelineReadModel
 from tests.integration.projector_harness import (
@@ -29,7 +30,6 @@ from tests.integration.projector_harness import (
     expected_fold,
     kinesis_record,
     make_scenario,
-    patch_moto_transaction_backups,
     scan,
     shard_log,
 )
@@ -42,9 +42,8 @@ TIMELINE_TABLE = "user_timeline"
 
 
 @pytest.fixture
-def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    patch_moto_transaction_backups(monkeypatch)
-    with mock_aws():
+def dynamodb() -> Iterator[Any]:
+    with mock_aws(), tuned_moto_dynamodb():
         client = boto3.client("dynamodb", region_name="us-east-1")
         create_projection_table(client, "user_profiles")
         create_projection_table(client, "user_timeline")

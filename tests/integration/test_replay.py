@@ -13,12 +13,13 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-from replay_support import BUCKET, T0, History, archive_with_duplicates, fold, moto_dynamodb_tuned, read_model
+from replay_support import BUCKET, T0, History, archive_with_duplicates, fold, read_model
 from support.aws import create_projection_table
 
 from escore.envelope import Envelope, encode_record
 from escore.projection import ProjectionSpec, Projector
 from escore.tables import TableResolver, table_parameter_env, table_parameter_name
+from eventstack.local.emulation import tuned_moto_dynamodb
 from eventstack.replay import (
     Clients,
     Replayer,
@@ -89,7 +90,7 @@ class Stack:
 
 @pytest.fixture
 def stack() -> Iterator[Stack]:
-    with mock_aws(), moto_dynamodb_tuned():
+    with mock_aws(), tuned_moto_dynamodb():
         yield Stack()
 
 

@@ -32,12 +32,13 @@ from escore.projection import (
     from_item,
 )
 from eventstack.archive import ArchiveReader, ReadStats
+from eventstack.local.emulation import tuned_moto_dynamodb
 from posts import api as posts_api
 from posts.projectors import hashtag_counts
 from posts.readmodels import HashtagReadModel
 from posts.schemas import hashtags
 from profiles.projectors import user_timeline
-from tests.integration.projector_harness import kinesis_record, patch_moto_transaction_backups, scan
+from tests.integration.projector_harness import kinesis_record, scan
 from tests.support.api import ApiClient, routes_of
 from tests.support.aws import create_event_store, create_projection_table
 
@@ -48,9 +49,8 @@ T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
-    patch_moto_transaction_backups(monkeypatch)
-    with mock_aws():
+def aws() -> Iterator[tuple[Any, Any]]:
+    with mock_aws(), tuned_moto_dynamodb():
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)
