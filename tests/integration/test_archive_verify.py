@@ -9,13 +9,14 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-from replay_support import BUCKET, T0, History, archive_with_duplicates, moto_dynamodb_tuned, put_object
+from replay_support import BUCKET, T0, History, archive_with_duplicates, put_object
 from support.aws import create_event_store
 from typer.testing import CliRunner
 
 from escore.dynamodb_store import DynamoDBEventStore
 from eventstack import resources
 from eventstack.cli import app
+from eventstack.local.emulation import tuned_moto_dynamodb
 from eventstack.verify import verify
 
 pytestmark = pytest.mark.integration
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def aws() -> Iterator[dict[str, Any]]:
-    with mock_aws(), moto_dynamodb_tuned():
+    with mock_aws(), tuned_moto_dynamodb():
         clients = {n: boto3.client(n, region_name="us-east-1") for n in ("dynamodb", "s3", "ssm")}
         clients["s3"].create_bucket(Bucket=BUCKET)
         table = create_event_store(clients["dynamodb"], "posts")
