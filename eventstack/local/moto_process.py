@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import threading
-import time
 
 from eventstack.local.emulation import MotoEmulation, PortInUse
 
@@ -44,4 +43,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    time.sleep(0)
