@@ -21,31 +21,29 @@ KIND = "post"
 
 
 @dataclass(frozen=True)
-class PostCreated(DomainEvent):
+class TaggedText(DomainEvent):
+    """An event that carries a post's text, and so its `tags` (schema 2), derived from the text."""
+
+    text: str
+
+    @property
+    def tags(self) -> list[str]:
+        return hashtags(self.text)
+
+    def to_data(self) -> dict[str, Any]:
+        return {**super().to_data(), "tags": self.tags}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostCreated(TaggedText):
     type = "PostCreated"
     post_id: str
     author_id: str
-    text: str
-
-    @property
-    def tags(self) -> list[str]:
-        return hashtags(self.text)
-
-    def to_data(self) -> dict[str, Any]:
-        return {**super().to_data(), "tags": self.tags}  # schema 2
 
 
 @dataclass(frozen=True)
-class PostEdited(DomainEvent):
+class PostEdited(TaggedText):
     type = "PostEdited"
-    text: str
-
-    @property
-    def tags(self) -> list[str]:
-        return hashtags(self.text)
-
-    def to_data(self) -> dict[str, Any]:
-        return {**super().to_data(), "tags": self.tags}  # schema 2
 
 
 @dataclass(frozen=True)
