@@ -21,7 +21,7 @@ from constructs import Construct
 
 from infra import naming
 from infra.archive import ArchiveDelivery
-from infra.functions import ServiceFunction
+from infra.functions import POWERTOOLS_METRICS_NAMESPACE, ServiceFunction
 from infra.mappings import Mapping
 from infra.stages import StageSettings
 
@@ -118,6 +118,21 @@ class ServiceMonitoring(Construct):
                     monitored.api.metric_client_error(statistic="Sum", period=FIVE_MINUTES),
                 ],
                 right=[monitored.api.metric_latency(statistic="p99", period=FIVE_MINUTES)],
+                width=8,
+            )
+        )
+
+        # What the handlers count (escore.observability, CloudWatch EMF under the Powertools `service`).
+        def counted(name: str) -> cw.Metric:
+            return cw.Metric(namespace=POWERTOOLS_METRICS_NAMESPACE, metric_name=name,
+                             dimensions_map={"service": service}, statistic="Sum", period=FIVE_MINUTES)
+
+        graphs.append(
+            cw.GraphWidget(
+                title="events published and projected",
+                left=[counted("EventsPublished"), counted("EventsApplied")],
+                right=[counted("DuplicatesSkipped"), counted("RecordsFailed"), counted("RecordsUnpublished"),
+                       counted("Conflicts")],
                 width=8,
             )
         )
