@@ -657,3 +657,16 @@ class InMemoryProjection:
                 else:
                     items[write.key] = item
         return self
+
+
+def read_count(client: Any, table: str, key: tuple[str, str], attribute: str) -> int:
+    """A counter a projection keeps with ADD (e.g. `post_count`): 0 when the item or attribute is absent."""
+    response = client.get_item(
+        TableName=table,
+        Key={"pk": {"S": key[0]}, "sk": {"S": key[1]}},
+        ProjectionExpression=attribute,
+    )
+    item = response.get("Item")
+    if not item or attribute not in item:
+        return 0
+    return max(int(item[attribute]["N"]), 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from escore.projection import read_count
 from escore.runtime import aws_client
 from posts.projectors.hashtag_counts import tag_key
 
@@ -22,13 +23,4 @@ class HashtagReadModel:
 
     def count(self, tag: str) -> int:
         """How many live posts carry `tag` (a normalised, lower-case tag); 0 when none or unknown."""
-        pk, sk = tag_key(tag)
-        response = self._client.get_item(
-            TableName=self.table_name,
-            Key={"pk": {"S": pk}, "sk": {"S": sk}},
-            ProjectionExpression="post_count",
-        )
-        item = response.get("Item")
-        if not item or "post_count" not in item:
-            return 0
-        return max(int(item["post_count"]["N"]), 0)
+        return read_count(self._client, self.table_name, tag_key(tag), "post_count")

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from escore.projection import from_item
+from escore.projection import from_item, read_count
 from escore.runtime import aws_client
 from profiles.projectors.user_profiles import profile_key
 from profiles.projectors.user_timeline import timeline_pk
@@ -33,16 +33,7 @@ class ProfileReadModel:
 
     def post_count(self, user_id: str) -> int:
         """How many live posts the user has (0 when none or unknown)."""
-        pk, sk = profile_key(user_id)
-        response = self._client.get_item(
-            TableName=self.table_name,
-            Key={"pk": {"S": pk}, "sk": {"S": sk}},
-            ProjectionExpression="post_count",
-        )
-        item = response.get("Item")
-        if not item or "post_count" not in item:
-            return 0
-        return max(int(item["post_count"]["N"]), 0)
+        return read_count(self._client, self.table_name, profile_key(user_id), "post_count")
 
     def profile(self, user_id: str) -> dict[str, Any] | None:
         """`{"user_id", "handle", "display_name", "post_count"}` once the registration is projected, else None."""
