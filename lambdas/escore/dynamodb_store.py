@@ -13,12 +13,22 @@ An append is one TransactWriteItems: a ConditionCheck that the item at `expected
 (left out when it is 0), one Put per event conditioned on `attribute_not_exists`, the claims and
 the idempotency completion. Versions are contiguous (every append checks both of its ends), so
 "item `expected` exists and item `expected+1` does not" is exactly "the stream is at `expected`".
+
+The common append, one event with no claim and no idempotency record, is a single conditional
+PutItem (1 write unit instead of a transaction's 2 per item): the event's own key is the check
+that the stream is not past `expected`, and the check that it is not behind is already known when
+this store has seen item `expected` (events are immutable and never deleted, so an item once read
+exists for ever). The store remembers the highest version it has read or written per stream
+(`_known`, bounded); the repository always appends at a version it has just read, so its appends
+take the single-put path, and an append at a version this store has never seen takes the
+transaction, which checks it.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -57,6 +67,7 @@ SNAPSHOT_KIND = "snapshot"
 # is tried again, with a new token, before the conflict is reported as the domain error it stands for.
 TRANSACTION_ATTEMPTS = 3
 _RETRYABLE = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
+KNOWN_VERSIONS_KEPT = 10_000  # streams whose highest seen version the store remembers
 
 
 def claim_key(scope: str, value: str) -> str:
@@ -85,6 +96,33 @@ class DynamoDBEventStore(EventStore):
         # None: the application's registry, which the services fill at import.
         self._upcasters = upcasters if upcasters is not None else upcasting.upcasters
         self._clock = clock  # wall-clock seconds: leases and TTLs are compared inside DynamoDB
+        # stream_id -> a version whose item this store has seen: it exists for ever (see the docstring).
+        self._known: OrderedDict[str, int] = OrderedDict()
+
+    def _saw(self, stream_id: str, version: int) -> None:
+        if version <= 0:
+            return
+        known = self._known
+        if known.get(stream_id, 0) < version:
+            known[stream_id] = version
+        known.move_to_end(stream_id)
+        while len(known) > KNOWN_VERSIONS_KEPT:
+            known.popitem(last=False)
+
+    def _append_one(self, stream_id: str, expected_version: int, event: Envelope) -> int:
+        """One event, no claim, no idempotency, `expected_version` known to exist: one PutItem."""
+        put = self._event_put(event, return_old=True)["Put"]
+        try:
+            self._client.put_item(**put)
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+            if _event_id({"Item": exc.response.get("Item") or {}}) == event.event_id:
+                self._saw(stream_id, event.version)
+                return event.version  # our own earlier attempt committed: its answer was lost
+            raise ConcurrencyError(stream_id, expected_version, self.current_version(stream_id)) from None
+        self._saw(stream_id, event.version)
+        return event.version
 
     # events
     def append(
@@ -100,6 +138,9 @@ class DynamoDBEventStore(EventStore):
         response = orjson.dumps(idempotency.response).decode() if idempotency is not None else ""
         check_append_size(events, claims, idempotency is not None, response_bytes=len(response.encode()))
         new_version = expected_version + len(events)
+        if (len(events) == 1 and not claims and idempotency is None
+                and (expected_version == 0 or self._known.get(stream_id, 0) >= expected_version)):
+            return self._append_one(stream_id, expected_version, events[0])
 
         # roles[i] says what TransactItems[i] stands for, to read the CancellationReasons back.
         roles: list[Claim | str] = []
@@ -122,6 +163,7 @@ class DynamoDBEventStore(EventStore):
                 # The token makes botocore's own retry of a request whose answer was lost a no-op on
                 # AWS (moto ignores it; the event_id check below covers that case there too).
                 self._client.transact_write_items(TransactItems=items, ClientRequestToken=uuid.uuid4().hex)
+                self._saw(stream_id, new_version)
                 return new_version
             except ClientError as exc:
                 if _code(exc) != "TransactionCanceledException":
@@ -134,6 +176,7 @@ class DynamoDBEventStore(EventStore):
                     continue
                 first_event = 1 if expected_version > 0 else 0
                 if first_event in failed and _event_id(reasons[first_event]) == events[0].event_id:
+                    self._saw(stream_id, new_version)
                     return new_version  # our own earlier attempt committed: its answer was lost
                 # A conflict that outlasts the retries is another writer on the same item: the same
                 # domain error as a failed condition. Anything else (throttling, validation) is raised.
@@ -168,6 +211,8 @@ class DynamoDBEventStore(EventStore):
             page = self._client.query(**request)
             events.extend(self._upcasters.upcast(decode(item["envelope"]["S"])) for item in page["Items"])
             if "LastEvaluatedKey" not in page:
+                if events:
+                    self._saw(stream_id, events[-1].version)
                 return events
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
@@ -182,7 +227,9 @@ class DynamoDBEventStore(EventStore):
             ConsistentRead=True,
         )
         items: list[Item] = page["Items"]
-        return int(items[0]["version"]["N"]) if items else 0
+        version = int(items[0]["version"]["N"]) if items else 0
+        self._saw(stream_id, version)
+        return version
 
     def iter_all(self) -> Iterator[Envelope]:
         """Every event as stored (not upcast): tooling compares it with the archive."""
@@ -319,7 +366,9 @@ class DynamoDBEventStore(EventStore):
         item = self._get(snapshot_key(stream_id))
         if item is None:
             return None
-        return Snapshot(stream_id, int(item["snapshot_version"]["N"]), orjson.loads(item["state"]["S"]))
+        snapshot = Snapshot(stream_id, int(item["snapshot_version"]["N"]), orjson.loads(item["state"]["S"]))
+        self._saw(stream_id, snapshot.version)  # a snapshot at v was taken of a stream that had v
+        return snapshot
 
     # items
     def _key(self, stream_id: str, version: int = 0) -> Item:

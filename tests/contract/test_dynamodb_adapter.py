@@ -145,7 +145,51 @@ def test_a_conflict_costs_one_more_query_for_the_current_version(
     requests.clear()
     with pytest.raises(ConcurrencyError):
         store.append(sid, 1, events(sid, 1, 1))
+    assert requests == Counter(PutItem=1, Query=1)
+    requests.clear()
+    with pytest.raises(ConcurrencyError):
+        store.append(sid, 1, events(sid, 1, 2))
     assert requests == Counter(TransactWriteItems=1, Query=1)
+
+
+def test_a_one_event_append_at_a_version_the_store_has_seen_is_one_put_item(
+    mocked_dynamodb: Any, store: DynamoDBEventStore, requests: Counter[str]
+) -> None:
+    sid = stream()
+    store.append(sid, 0, events(sid, 0, 1))  # a new stream: nothing to check but the key
+    assert requests == Counter(PutItem=1)
+    requests.clear()
+    assert store.current_version(sid) == 1
+    store.append(sid, 1, events(sid, 1, 1))  # the repository's path: read, then append
+    assert requests == Counter(Query=1, PutItem=1)
+
+
+def test_a_one_event_append_at_a_version_never_seen_is_checked_by_a_transaction(
+    mocked_dynamodb: Any, table: str, requests: Counter[str]
+) -> None:
+    writer, other = DynamoDBEventStore(table, mocked_dynamodb), DynamoDBEventStore(table, mocked_dynamodb)
+    sid = stream()
+    writer.append(sid, 0, events(sid, 0, 2))
+    requests.clear()
+    other.append(sid, 2, events(sid, 2, 1))  # `other` never saw version 2: it checks it
+    assert requests == Counter(TransactWriteItems=1)
+    requests.clear()
+    with pytest.raises(ConcurrencyError):
+        other.append(sid, 5, events(sid, 5, 1))  # ahead: a gap would follow; refused, nothing written
+    assert requests["PutItem"] == 0
+    assert other.current_version(sid) == 3
+
+
+def test_a_lost_answer_to_a_single_put_append_is_the_same_append(
+    store: DynamoDBEventStore,
+) -> None:
+    sid = stream()
+    first = events(sid, 0, 1)
+    assert store.append(sid, 0, first) == 1
+    assert store.append(sid, 0, first) == 1  # the retry of an append that succeeded
+    assert [e.event_id for e in store.read(sid)] == [first[0].event_id]
+    with pytest.raises(ConcurrencyError):
+        store.append(sid, 0, events(sid, 0, 1))  # another event at the same version conflicts
 
 
 def test_begin_is_one_conditional_put_whatever_it_finds(
@@ -217,7 +261,7 @@ def test_a_transaction_conflict_is_tried_again(mocked_dynamodb: Any, table: str)
     flaky = FlakyTransactions(mocked_dynamodb, conflicts=2)
     store = DynamoDBEventStore(table, client=flaky)
     sid = stream()
-    assert store.append(sid, 0, events(sid, 0, 1)) == 1
+    assert store.append(sid, 0, events(sid, 0, 2)) == 2  # two events: a transaction
     assert flaky.attempts == 3
 
 
@@ -226,7 +270,7 @@ def test_a_lasting_conflict_is_a_concurrency_error(mocked_dynamodb: Any, table: 
     store = DynamoDBEventStore(table, client=flaky)
     sid = stream()
     with pytest.raises(ConcurrencyError):
-        store.append(sid, 0, events(sid, 0, 1))
+        store.append(sid, 0, events(sid, 0, 2))
     assert store.current_version(sid) == 0
 
 
@@ -236,6 +280,6 @@ def test_other_failures_are_not_dressed_up_as_domain_errors(mocked_dynamodb: Any
         DynamoDBEventStore("no-such-table", client=mocked_dynamodb).append(sid, 0, events(sid, 0, 1))
     throttled = FlakyTransactions(mocked_dynamodb, conflicts=10, code="ThrottlingError")
     with pytest.raises(ClientError) as caught:
-        DynamoDBEventStore(table, client=throttled).append(sid, 0, events(sid, 0, 1))
+        DynamoDBEventStore(table, client=throttled).append(sid, 0, events(sid, 0, 2))
     assert caught.value.response["CancellationReasons"][0]["Code"] == "ThrottlingError"
     assert throttled.attempts == 3
