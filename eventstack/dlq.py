@@ -10,9 +10,11 @@ shape below, which the local runtime sends too) points at them, by shard and seq
 
 `redrive` re-reads that range from the stream (Kinesis, or the event store's DynamoDB stream), builds
 the event Lambda would have delivered, and runs the mapping's own handler code on it in this process
-(`build(env)` of the function's module, with the stage's resources): the publisher re-puts the events
-on Kinesis, a projector applies them to the projection's active table. Both are idempotent (the
-projector by version, duplicate Kinesis records are dropped downstream), so a redrive may be repeated.
+(`build(env)` of the function's module, with the stage's resources): the publisher puts the events on
+Kinesis that are not there yet (the batch's attempt mark, left by the mapping's attempts, makes it read
+the stream back first: nothing already published is sent again), a projector applies them to the
+projection's active table. Both are idempotent (the publisher by its marks, the projector by version),
+so a redrive may be repeated.
 A message is deleted only when its whole range was read and the handler reported no failure; otherwise
 it stays (and becomes visible again after the visibility timeout).
 

@@ -38,9 +38,11 @@ class MappingSettings:
     report_batch_item_failures: bool = True
 
 
-# The publisher relays the store's change stream: small batches, strictly in order.
+# The publisher relays the store's change stream: small batches, strictly in order. No bisect: a
+# failed batch (a crash too) is retried from the same first record, which keys its attempt mark
+# (lambdas/publisher/handler.py: each event once on Kinesis).
 PUBLISHER_MAPPING = MappingSettings(batch_size=100, batching_window_seconds=0, max_retries=10,
-                                    max_record_age_seconds=6 * 3600)
+                                    max_record_age_seconds=6 * 3600, bisect_on_error=False)
 PROJECTOR_MAPPING = MappingSettings()
 
 

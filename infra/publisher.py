@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
@@ -14,6 +15,8 @@ from infra import mappings
 from infra.dead_letters import FailureQueue
 from infra.functions import FunctionSpec, ServiceFunction
 from infra.stages import StageSettings
+
+MARK_PREFIX = "$publish#"  # the publisher's attempt marks' stream_id prefix (lambdas/publisher/marks.py)
 
 
 class Publisher(Construct):
@@ -48,6 +51,17 @@ class Publisher(Construct):
             ),
         )
         stream.grant_write(self.function.function)
+        # Each event once (lambdas/publisher): the batch's attempt mark in its own event store, and
+        # reading its own stream back after a crash, a retry or a PutRecords of unknown outcome.
+        # PutItem only of its own marks' keys (lambdas/publisher/marks.py: MARK_PREFIX), never of events.
+        self.function.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:PutItem"],
+                resources=[event_store.table_arn],
+                conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{MARK_PREFIX}*"]}},
+            )
+        )
+        stream.grant(self.function.function, "kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords")
         self.failure_queue = FailureQueue(self, "OnFailure", stage=stage, mapping_name=name)
         self.source = sources.DynamoEventSource(
             event_store, **mappings.options(service.publisher_mapping, self.failure_queue)

@@ -12,6 +12,7 @@ from aws_cdk.assertions import Match, Template
 from eventstack.topology import TOPOLOGY
 from infra import bundling
 from infra.stages import STAGES
+from publisher.marks import MARK_PREFIX
 from tests.infra.conftest import Synth
 
 pytestmark = pytest.mark.infra
@@ -100,7 +101,10 @@ def test_every_mapping_is_bounded_ordered_and_reports_partial_failures(each: Syn
         props = mapping["Properties"]
         assert 0 <= props["MaximumRetryAttempts"] <= 10, name
         assert 60 <= props["MaximumRecordAgeInSeconds"] <= 604800, name
-        assert props["BisectBatchOnFunctionError"] is True, name
+        # Projectors bisect to isolate a poison record; the publisher must retry a failed batch from
+        # its same first record, which keys the batch's attempt mark (lambdas/publisher/handler.py).
+        publisher = "StreamArn" in json.dumps(props["EventSourceArn"])  # the event store's DynamoDB stream
+        assert props["BisectBatchOnFunctionError"] is (not publisher), name
         assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"], name
         assert props["StartingPosition"] == "TRIM_HORIZON", name
         assert "BatchSize" in props and "MaximumBatchingWindowInSeconds" in props, name
@@ -114,8 +118,47 @@ def test_publishers_keep_order(each: Synth) -> None:
             {
                 "EventSourceArn": {"Fn::GetAtt": [Match.string_like_regexp("^EventStoreTable"), "StreamArn"]},
                 "ParallelizationFactor": 1,
+                "BisectBatchOnFunctionError": False,
             },
         )
+
+
+def _publisher_statements(synth: Synth, service: str) -> list[dict[str, Any]]:
+    policies = [
+        v for k, v in synth.resources("AWS::IAM::Policy", service).items()
+        if k.split("/")[-1].startswith("PublisherFunctionRole")
+    ]
+    assert len(policies) == 1, service
+    return list(policies[0]["Properties"]["PolicyDocument"]["Statement"])
+
+
+def _actions_on(statements: list[dict[str, Any]], logical_id: str) -> set[str]:
+    return {
+        action
+        for s in statements
+        if s["Effect"] == "Allow" and s["Resource"] == {"Fn::GetAtt": [logical_id, "Arn"]}
+        for action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_publisher_may_mark_its_attempts_and_read_its_own_stream_back(each: Synth, service: str) -> None:
+    """Each event once on Kinesis: an attempt mark (PutItem) in its own event store, read-back of its
+    own stream; nothing more on either (no read or delete of events, no other table or stream)."""
+    resources = each.template(service)["Resources"]
+    (store,) = [k for k, v in resources.items() if v["Type"] == "AWS::DynamoDB::Table" and k.startswith("EventStore")]
+    (stream,) = [k for k, v in resources.items() if v["Type"] == "AWS::Kinesis::Stream"]
+    statements = _publisher_statements(each, service)
+    assert _actions_on(statements, store) == {"dynamodb:PutItem"}
+    (put,) = [s for s in statements if s["Resource"] == {"Fn::GetAtt": [store, "Arn"]}]
+    assert put["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{MARK_PREFIX}*"]}}
+    assert _actions_on(statements, stream) == {
+        "kinesis:PutRecord", "kinesis:PutRecords",
+        "kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords",
+    }
+    # A batch can be re-attempted while its records are in the DynamoDB stream (24 hours): whatever an
+    # earlier attempt put on Kinesis must still be there to be read back.
+    assert resources[stream]["Properties"]["RetentionPeriodHours"] >= 24
 
 
 def test_on_failure_destinations_are_encrypted_tls_only_alarmed_queues(each: Synth) -> None:

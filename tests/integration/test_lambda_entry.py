@@ -76,6 +76,8 @@ def test_the_publisher_entry_counts_what_it_published(
     kinesis = boto3.client("kinesis", region_name="us-east-1")
     kinesis.create_stream(StreamName="posts-events", ShardCount=1)
     monkeypatch.setenv("EVENT_STREAM_NAME", "posts-events")
+    # (the publisher writes each batch's attempt mark to its event store)
+    monkeypatch.setenv("EVENT_STORE_TABLE", create_table(aws, TOPOLOGY.service("posts").event_store, "posts_events"))
     from publisher import handler as publisher
 
     events = [post_created(), post_created()]
