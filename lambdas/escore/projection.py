@@ -1,160 +1,109 @@
 """The projection engine: applies events to a DynamoDB read model exactly once in effect.
 
-Delivery is at least once (Kinesis retries, duplicated batches, replays), so the engine keeps,
-in the projection table itself, one checkpoint item per source stream (aggregate):
-`pk = "$stream#<stream_id>"`, `sk = "$checkpoint"`, holding `v` (the last applied version) and
-`s` (the small per-stream state the projection folds, e.g. a post's author). For each event:
+Delivery is at least once (Kinesis re-delivers a batch after a failure or a crash; replays and
+hand-offs overlap the live stream). The engine keeps no checkpoint items and uses no transactions:
+every read-model item is its own checkpoint, and every item is written with one conditional
+request per batch (docs/decisions.md, "Exactly-once without checkpoints"):
 
-- version <= v: a duplicate, skipped;
-- version == v + 1: applied;
-- version > v + 1: ahead of a missing predecessor: failed (retried later), never applied.
+- **Owned items** (`put`, `update`, `delete`: one stream writes them, state from the event alone)
+  carry `_v`, the version of their stream last applied. A write is conditioned on `_v` being below
+  the first version it carries, so a duplicate, or an older event after a newer one, is a no-op,
+  whatever path delivered it. An update of an item its stream has not created yet (`_v` absent)
+  is ahead of a missing predecessor: it fails, and is delivered again later.
+- **Shared items** (`count`: ADD from many streams, which commutes) carry a watermark per source
+  namespace (`_w#<namespace>`: a Kinesis shard, or a replay worker): the highest position of that
+  namespace applied to the item. A write carries every delivery of its namespace for the item, in
+  position order, and is conditioned on the watermark being below the first. That is exact
+  because (a) a namespace is read in order by one reader at a time, (b) the engine never writes
+  past a delivery it failed (a batch is cut at its first failed delivery, per namespace, so every
+  item's watermark stays below it and the re-delivery starts there), and (c) the same event never
+  appears at two positions of one namespace (the publisher relays exactly once).
 
-A batch's events are grouped by stream and sorted by version first, so a stream's events that
-arrive out of order inside one batch are applied in order. The read-model writes and the
-checkpoint moves are committed together in one TransactWriteItems (<= 100 items), each checkpoint
-conditioned on the version read, so a duplicate or concurrent delivery can never apply twice.
+A condition that fails returns the old item (no extra read): its `_v` or watermark says which of
+the carried events are already applied; the rest are written again. Writes to one item inside a
+batch are coalesced first (`Write.then`): a hundred posts of one author are one `ADD post_count :100`.
 
-A projection (`ProjectionSpec`) is a pure per-stream fold: `(stream state, event) -> (new state,
-writes)`. Writes to a key shared by several streams (a user's `post_count`, fed by every post)
-must commute (ADD, or SET of attributes only one stream writes): that makes the result the same
-whatever the order of events of different streams. Within a transaction the writes are coalesced
-per key (`Write.then`): three PostCreated of one author become one `ADD post_count :3`.
-
-`Projector.apply(events)` is the whole engine, with no Kinesis in it: the Kinesis handler
-(`kinesis_handler`) and the replay tool both call it.
+A projection (`ProjectionSpec`) is a pure fold `(stream state, event) -> (new state, writes)`. The
+engine passes an empty state: events carry what their folds need (e.g. `PostDeleted` its author).
+`InMemoryProjection` folds with per-stream state, for tests, tools and the replay of old events.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-import orjson
-
-from escore.envelope import Envelope, EnvelopeError, decode
-from escore.runtime import Handler, aws_client
+from escore.envelope import Envelope
 from escore.upcasting import SchemaTooNew, UpcasterRegistry, upcasters
+from escore.writes import (
+    DELETED_ATTRIBUTE,
+    EXPIRES_ATTRIBUTE,
+    VERSION_ATTRIBUTE,
+    WATERMARK_PREFIX,
+    Key,
+    Write,
+    apply_write,
+    count,
+    delete,
+    from_attr,
+    from_item,
+    put,
+    to_attr,
+    update,
+)
+
+__all__ = [
+    "ApplyResult", "Delivery", "Failure", "Fold", "InMemoryProjection", "ProjectionSpec", "Projector",
+    "StreamState", "Write", "apply_write", "count", "delete", "from_attr", "from_item", "position_of",
+    "put", "read_count", "to_attr", "update",
+]
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]  # (pk, sk)
 StreamState = dict[str, Any]
-Op = Literal["update", "put", "delete"]
-
-CHECKPOINT_PREFIX = "$stream#"
-CHECKPOINT_SK = "$checkpoint"
-MAX_TRANSACT_ITEMS = 100
-MAX_TRANSACT_BYTES = 3 * 1024 * 1024  # of DynamoDB's 4 MB, with room for our estimate's slack
-MAX_BATCH_GET_KEYS = 100
-
-# Cancellation reasons that a fresh read and a new attempt can resolve.
-_RETRYABLE_REASONS = {"ConditionalCheckFailed", "TransactionConflict", "ThrottlingError",
-                      "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
-_RETRYABLE_CODES = {"TransactionConflictException", "TransactionInProgressException",
-                    "ThrottlingException", "ProvisionedThroughputExceededException",
-                    "RequestLimitExceeded"}
-
-
-# --- writes -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Write:
-    """One change to one read-model item. `put` replaces the item with `key` + `set`."""
-
-    key: Key
-    op: Op
-    set: Mapping[str, Any] = field(default_factory=dict)
-    add: Mapping[str, int] = field(default_factory=dict)
-    remove: frozenset[str] = frozenset()
-
-    def then(self, later: Write) -> Write:
-        """The single write with the effect of `self` followed by `later` (same key)."""
-        if later.key != self.key:
-            raise ValueError("only writes to one key coalesce")
-        if later.op != "update":
-            return later
-        if self.op != "update":
-            base = {} if self.op == "delete" else dict(self.set)
-            return Write(self.key, "put", apply_update(base, later))
-        sets, adds, removes = dict(self.set), dict(self.add), set(self.remove)
-        for name, value in later.set.items():
-            sets[name] = value
-            adds.pop(name, None)
-            removes.discard(name)
-        for name, amount in later.add.items():
-            if name in sets:
-                sets[name] = sets[name] + amount
-            elif name in removes:
-                removes.discard(name)
-                sets[name] = amount
-            else:
-                adds[name] = adds.get(name, 0) + amount
-        for name in later.remove:
-            sets.pop(name, None)
-            adds.pop(name, None)
-            removes.add(name)
-        return Write(self.key, "update", sets, adds, frozenset(removes))
-
-
-def update(key: Key, *, set: Mapping[str, Any] | None = None, add: Mapping[str, int] | None = None,
-           remove: Iterable[str] = ()) -> Write:
-    return Write(key, "update", dict(set or {}), dict(add or {}), frozenset(remove))
-
-
-def put(key: Key, item: Mapping[str, Any]) -> Write:
-    return Write(key, "put", dict(item))
-
-
-def delete(key: Key) -> Write:
-    return Write(key, "delete")
-
-
-def apply_update(attributes: Mapping[str, Any], write: Write) -> dict[str, Any]:
-    """An item's attributes (without its key) after an `update` write, as DynamoDB computes them."""
-    out = dict(attributes)
-    out.update(write.set)
-    for name, amount in write.add.items():
-        out[name] = out.get(name, 0) + amount
-    for name in write.remove:
-        out.pop(name, None)
-    return out
-
-
-def apply_write(item: Mapping[str, Any] | None, write: Write) -> dict[str, Any] | None:
-    """An item (attributes without key) after a write; None means no item. Pure: for tests and tools."""
-    if write.op == "delete":
-        return None
-    if write.op == "put":
-        return dict(write.set)
-    return apply_update(item or {}, write)
-
-
-# --- projections --------------------------------------------------------------------------
-
 Fold = Callable[[StreamState, Envelope], tuple[StreamState, list[Write]]]
+
+POSITION_WIDTH = 64  # Kinesis sequence numbers have up to 56 digits; zero-padded they sort as strings
+TOMBSTONE_TTL_SECONDS = 8 * 24 * 3600  # longer than any re-delivery: Kinesis keeps records 1-7 days
+WRITE_ATTEMPTS = 4
+_RETRYABLE_CODES = {"ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
+                    "InternalServerError", "TransactionConflictException", "ServiceUnavailable"}
+
+
+def position_of(sequence: str | int) -> str:
+    """A position comparable as a string: a Kinesis sequence number (or any counter), zero-padded."""
+    text = str(sequence)
+    if not text.isdigit() or len(text) > POSITION_WIDTH:
+        raise ValueError(f"a position is a non-negative integer of at most {POSITION_WIDTH} digits, got {text!r}")
+    return text.zfill(POSITION_WIDTH)
+
+
+# --- projections and results --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ProjectionSpec:
-    """A read model: per event type, a pure fold of the event's stream state into writes.
+    """A read model: per event type, a pure fold of the event into writes.
 
-    Types not in `folds` are skipped (CONTRACT §3: readers skip types they do not know); their
-    stream's checkpoint still moves past them.
+    Types not in `folds` are skipped (readers skip types they do not know).
     """
 
     name: str
     folds: Mapping[str, Fold]
 
 
-# --- results ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An event as one source delivered it: `namespace` (e.g. `posts:shardId-000000000000`) is read
+    in order by one reader at a time, and `position` (see `position_of`) orders it there."""
+
+    event: Envelope
+    namespace: str
+    position: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +116,9 @@ class Failure:
 
 @dataclass
 class ApplyResult:
-    applied: int = 0  # events whose effect was committed by this call
-    skipped: int = 0  # events of types the projection does not know (checkpoint moved past them)
-    duplicates: int = 0  # events already applied (or delivered twice in this call)
+    applied: int = 0  # deliveries whose writes were committed by this call
+    skipped: int = 0  # deliveries with nothing to write (types the projection does not fold, no-op events)
+    duplicates: int = 0  # deliveries whose every write was applied before (or given twice in this call)
     failed: list[Failure] = field(default_factory=list)
 
     @property
@@ -177,81 +126,28 @@ class ApplyResult:
         return {failure.event_id for failure in self.failed}
 
 
-# --- DynamoDB attribute values (a few types; no boto3 import at cold start) ----------------
-
-
-def to_attr(value: Any) -> dict[str, Any]:
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, str):
-        return {"S": value}
-    if isinstance(value, int):
-        return {"N": str(value)}
-    if value is None:
-        return {"NULL": True}
-    if isinstance(value, Mapping):
-        return {"M": {str(k): to_attr(v) for k, v in value.items()}}
-    if isinstance(value, list | tuple):
-        return {"L": [to_attr(v) for v in value]}
-    raise TypeError(f"cannot store {type(value).__name__} in a projection (use str, int, bool, dict, list)")
-
-
-def from_attr(attr: Mapping[str, Any]) -> Any:
-    (kind, value), = attr.items()
-    if kind == "S":
-        return value
-    if kind == "N":
-        return int(value) if value.lstrip("-").isdigit() else float(value)
-    if kind == "BOOL":
-        return bool(value)
-    if kind == "NULL":
-        return None
-    if kind == "M":
-        return {k: from_attr(v) for k, v in value.items()}
-    if kind == "L":
-        return [from_attr(v) for v in value]
-    raise TypeError(f"unexpected attribute type {kind}")
-
-
-def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: from_attr(attr) for name, attr in item.items()}
-
-
-def checkpoint_key(stream_id: str) -> Key:
-    return (CHECKPOINT_PREFIX + stream_id, CHECKPOINT_SK)
-
-
 # --- the engine ---------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class _Step:
-    event: Envelope  # as delivered (before upcasting): its id is what the caller reports
-    writes: list[Write]
-    state: StreamState  # the stream's state after this event
-    skipped: bool
+class _Item:
+    """Writes to one item from one batch: owned (by version) or shared (by one namespace's positions)."""
+
+    key: Key
+    shared: bool
+    namespace: str
+    entries: list[tuple[Delivery, Write]] = field(default_factory=list)
+
+    def order(self, delivery: Delivery) -> Any:
+        return delivery.position if self.shared else delivery.event.version
 
 
-@dataclass(slots=True)
-class _Segment:
-    stream_id: str
-    from_version: int  # the checkpoint this segment's transaction is conditioned on
-    steps: list[_Step]
-
-
-@dataclass(slots=True)
-class _StreamPlan:
-    version: int  # committed checkpoint
-    state: StreamState
-    steps: deque[_Step]
-
-
-class _Retry(Exception):
+class _Failed(Exception):
     pass
 
 
 class Projector:
-    """Applies events to one projection table. Thread-compatible, not thread-safe."""
+    """Applies deliveries to one projection table. Thread-compatible, not thread-safe."""
 
     def __init__(
         self,
@@ -260,12 +156,10 @@ class Projector:
         client: Any,
         *,
         upcaster: UpcasterRegistry = upcasters,
-        max_attempts: int = 3,
-        max_transact_items: int = MAX_TRANSACT_ITEMS,
+        max_attempts: int = WRITE_ATTEMPTS,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        if not 2 <= max_transact_items <= MAX_TRANSACT_ITEMS:
-            raise ValueError(f"max_transact_items must be 2..{MAX_TRANSACT_ITEMS}")
         self.spec = spec
         # A callable resolves the active table (escore.tables.TableResolver) once per `apply`.
         self._table = table
@@ -273,369 +167,246 @@ class Projector:
         self._client = client
         self._upcaster = upcaster
         self._max_attempts = max_attempts
-        self._max_items = max_transact_items
         self._sleep = sleep
+        self._clock = clock
 
-    # public ---------------------------------------------------------------------------------
+    def apply(self, deliveries: Sequence[Delivery]) -> ApplyResult:
+        """Apply a batch (any mix of namespaces, duplicates allowed); report what was done.
 
-    def apply(self, events: Sequence[Envelope]) -> ApplyResult:
-        """Apply a batch of events (any order, duplicates allowed); report what was done.
-
-        The batch is taken whole: a stream's events are sorted by version before applying, so
-        out-of-order events inside one call are fine; an event whose predecessor is neither
-        applied nor in the call fails. Nothing raises for a bad event: it is in `failed`.
+        Nothing raises for a bad event: it is in `failed`, with every later delivery of its namespace.
         """
         result = ApplyResult()
         if not isinstance(self._table, str):
             self.table_name = self._table()
-        pending: dict[str, list[Envelope]] = {}
-        by_stream: dict[str, dict[int, Envelope]] = {}
-        for event in events:
-            seen = by_stream.setdefault(event.stream_id, {})
-            first = seen.get(event.version)
-            if first is None:
-                seen[event.version] = event
-            elif first.event_id == event.event_id:
+        failed: dict[str, tuple[str, str]] = {}  # event_id -> (namespace, reason)
+        cut: dict[str, str] = {}  # namespace -> position of its first failed delivery
+        writes_of: dict[str, list[Write]] = {}
+        order: list[Delivery] = []
+        seen: set[str] = set()
+        for delivery in sorted(deliveries, key=lambda d: (d.namespace, d.position)):
+            event = delivery.event
+            if event.event_id in seen:
+                result.duplicates += 1
+                continue
+            seen.add(event.event_id)
+            order.append(delivery)
+            if delivery.namespace in cut:
+                continue
+            try:
+                writes_of[event.event_id] = self._fold(event)
+            except SchemaTooNew as exc:
+                self._cut(cut, failed, delivery, f"schema too new: {exc}")
+            except Exception as exc:
+                self._cut(cut, failed, delivery, f"projection {self.spec.name} cannot apply it: {exc!r}")
+
+        items = self._plan(order, writes_of, cut, failed, owned=True)
+        for item in items:
+            self._write(item, cut, failed)
+        outcome: dict[str, set[str]] = {}  # event_id -> outcomes of its items ("applied", "duplicate")
+        for item in items:
+            self._collect(item, outcome)
+        shared = self._plan(order, writes_of, cut, failed, owned=False)
+        for item in shared:
+            self._write(item, cut, failed)
+            self._collect(item, outcome)
+
+        for delivery in order:
+            event = delivery.event
+            namespace_cut = cut.get(delivery.namespace)
+            if event.event_id in failed:
+                reason = failed[event.event_id][1]
+            elif namespace_cut is not None and delivery.position >= namespace_cut:
+                reason = f"behind a failed delivery of {delivery.namespace}"
+            else:
+                reason = ""
+            if reason:
+                result.failed.append(Failure(event.event_id, event.stream_id, event.version, reason))
+            elif not writes_of.get(event.event_id):
+                result.skipped += 1
+            elif outcome.get(event.event_id) == {"duplicate"}:
                 result.duplicates += 1
             else:
-                result.failed.append(Failure(event.event_id, event.stream_id, event.version,
-                                             f"conflicts with event {first.event_id} at the same version"))
-        for stream_id, versions in by_stream.items():
-            pending[stream_id] = [versions[v] for v in sorted(versions)]
-
-        for attempt in range(1, self._max_attempts + 1):
-            retry = self._attempt(pending, result)
-            if not retry:
-                break
-            if attempt == self._max_attempts:
-                for events_left, reason in retry.values():
-                    self._fail(result, events_left, f"gave up after {attempt} attempts: {reason}")
-                break
-            self._sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + random.random()))
-            pending = {stream_id: events_left for stream_id, (events_left, _) in retry.items()}
+                result.applied += 1
         return result
 
-    def checkpoint(self, stream_id: str) -> int:
-        """The last applied version of a source stream (0 if none)."""
-        found = self._read_checkpoints([stream_id])
-        return found[stream_id][0] if stream_id in found else 0
+    # planning -------------------------------------------------------------------------------
 
-    # one attempt --------------------------------------------------------------------------------
+    def _fold(self, event: Envelope) -> list[Write]:
+        current = self._upcaster.upcast(event)
+        fold = self.spec.folds.get(current.type)
+        if fold is None:
+            return []
+        _, writes = fold({}, current)
+        for write in writes:
+            if not isinstance(write, Write):
+                raise TypeError(f"a fold returned {type(write).__name__}, not a Write")
+            if write.key[0].startswith("$"):
+                raise ValueError(f"projection key {write.key} is reserved")
+        return writes
 
-    def _attempt(
-        self, pending: Mapping[str, list[Envelope]], result: ApplyResult
-    ) -> dict[str, tuple[list[Envelope], str]]:
-        try:
-            checkpoints = self._read_checkpoints(list(pending))
-        except Exception as exc:
-            log.exception("reading checkpoints of %s failed", self.table_name)
-            for events in pending.values():
-                self._fail(result, events, f"reading checkpoints failed: {exc}")
-            return {}
-
-        plans: dict[str, _StreamPlan] = {}
-        for stream_id, events in pending.items():
-            version, state = checkpoints.get(stream_id, (0, {}))
-            steps = self._fold_stream(version, state, events, result)
-            if steps:
-                plans[stream_id] = _StreamPlan(version, state, deque(steps))
-
-        retry: dict[str, tuple[list[Envelope], str]] = {}
-        # Packing consumes streams front to back, so the exhausted ones are always a prefix.
-        order = deque(sorted(plans, key=lambda sid: _affinity(plans[sid])))
-        while True:
-            while order and not plans[order[0]].steps:
-                order.popleft()
-            if not order:
-                return retry
-            group = self._pack(order, plans, result)
-            if not group:
+    def _plan(self, order: Sequence[Delivery], writes_of: Mapping[str, list[Write]], cut: dict[str, str],
+              failed: dict[str, tuple[str, str]], *, owned: bool) -> list[_Item]:
+        """The items to write, each with its deliveries in order (those before their namespace's cut)."""
+        items: dict[tuple[Key, str], _Item] = {}
+        owner: dict[Key, str] = {}
+        for delivery in order:
+            event = delivery.event
+            if not _open(delivery, cut, failed):
                 continue
-            try:
-                self._commit(group)
-            except _Retry as exc:
-                for stream_id, left in self._unwind(group, plans).items():
-                    retry[stream_id] = (left, str(exc))
+            mine = [w for w in writes_of.get(event.event_id, ()) if w.shared != owned]
+            if owned and any(owner.setdefault(w.key, event.stream_id) != event.stream_id for w in mine):
+                self._cut(cut, failed, delivery, "an owned item is written by two streams: "
+                                                 "a projection writes a shared item with count")
                 continue
-            except Exception as exc:
-                log.warning("projection %s: a transaction failed: %r", self.spec.name, exc)
-                for left in self._unwind(group, plans).values():
-                    self._fail(result, left, f"write failed: {exc}")
-                continue
-            for segment in group:
-                plan = plans[segment.stream_id]
-                plan.version = segment.steps[-1].event.version
-                plan.state = segment.steps[-1].state
-                for step in segment.steps:
-                    if step.skipped:
-                        result.skipped += 1
-                    else:
-                        result.applied += 1
+            for write in mine:
+                slot = (write.key, "" if owned else delivery.namespace)
+                item = items.get(slot)
+                if item is None:
+                    item = items[slot] = _Item(write.key, not owned, delivery.namespace)
+                item.entries.append((delivery, write))
+        for item in items.values():
+            item.entries.sort(key=lambda entry, item=item: item.order(entry[0]))  # type: ignore[misc]
+        return list(items.values())
 
     @staticmethod
-    def _unwind(group: list[_Segment], plans: dict[str, _StreamPlan]) -> dict[str, list[Envelope]]:
-        """The events a failed transaction leaves unapplied, stream by stream (and what followed them)."""
-        left: dict[str, list[Envelope]] = {}
-        for segment in group:
-            plan = plans[segment.stream_id]
-            left[segment.stream_id] = [s.event for s in segment.steps] + [s.event for s in plan.steps]
-            plan.steps.clear()
-        return left
+    def _cut(cut: dict[str, str], failed: dict[str, tuple[str, str]], delivery: Delivery, reason: str) -> None:
+        failed[delivery.event.event_id] = (delivery.namespace, reason)
+        if delivery.namespace not in cut or delivery.position < cut[delivery.namespace]:
+            cut[delivery.namespace] = delivery.position
 
-    def _fold_stream(
-        self, version: int, state: StreamState, events: list[Envelope], result: ApplyResult
-    ) -> list[_Step]:
-        steps: list[_Step] = []
-        for index, event in enumerate(events):
-            if event.version <= version:
-                result.duplicates += 1
-                continue
-            if event.version != version + 1:
-                self._fail(result, events[index:],
-                           f"ahead of a missing predecessor: stream {event.stream_id} is at version "
-                           f"{version}, event at {event.version}")
+    # writing --------------------------------------------------------------------------------
+
+    def _write(self, item: _Item, cut: dict[str, str], failed: dict[str, tuple[str, str]]) -> None:
+        """Write one item; entries already applied are marked duplicates; a failure cuts their namespace."""
+        # A failure found since planning may have cut a namespace: nothing at or past a cut is written.
+        item.entries = [e for e in item.entries if _open(e[0], cut, failed)]
+        pending = list(item.entries)
+        done: list[tuple[Delivery, Write]] = []
+        for attempt in range(1, self._max_attempts + 1):
+            if not pending:
                 break
             try:
-                current = self._upcaster.upcast(event)
-                fold = self.spec.folds.get(current.type)
-                if fold is None:
-                    steps.append(_Step(event, [], state, skipped=True))
-                else:
-                    state, writes = fold(dict(state), current)
-                    for write in writes:
-                        if write.key[0].startswith("$"):
-                            raise ValueError(f"projection key {write.key} is reserved for checkpoints")
-                    steps.append(_Step(event, writes, state, skipped=False))
-            except SchemaTooNew as exc:
-                self._fail(result, events[index:], f"schema too new: {exc}")
-                break
+                old = self._request(item, pending)
+            except _Failed as exc:
+                for delivery, _ in pending:
+                    self._cut(cut, failed, delivery, str(exc))
+                return
             except Exception as exc:
-                self._fail(result, events[index:], f"projection {self.spec.name} cannot apply it: {exc!r}")
+                code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+                if code in _RETRYABLE_CODES and attempt < self._max_attempts:
+                    self._sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + random.random()))
+                    continue
+                log.warning("projection %s: writing %s failed: %r", self.spec.name, item.key, exc)
+                for delivery, _ in pending:
+                    self._cut(cut, failed, delivery, f"write failed: {exc}")
+                return
+            if old is None:  # written
+                done.extend(pending)
                 break
-            version = event.version
-        return steps
-
-    def _pack(self, order: Iterable[str], plans: dict[str, _StreamPlan], result: ApplyResult) -> list[_Segment]:
-        """Take steps, stream by stream, while the transaction stays within its limits."""
-        segments: list[_Segment] = []
-        keys: set[Key] = set()
-        size = 0
-        for stream_id in order:
-            plan = plans[stream_id]
-            segment: _Segment | None = None
-            while plan.steps:
-                step = plan.steps[0]
-                new_keys = {w.key for w in step.writes} - keys
-                step_size = sum(_estimate(w) for w in step.writes) + 512
-                items = len(segments) + 1 + len(keys) + len(new_keys)  # checkpoints (this one too) + writes
-                if items > self._max_items or size + step_size > MAX_TRANSACT_BYTES:
-                    if segments or segment is not None:
-                        if segment is not None:
-                            segments.append(segment)
-                        return segments
-                    # One event alone is too large for a transaction: it can never be applied.
-                    self._fail(result, [s.event for s in plan.steps],
-                               "one event's writes exceed one transaction")
-                    plan.steps.clear()
-                    break
-                plan.steps.popleft()
-                if segment is None:
-                    segment = _Segment(stream_id, plan.version, [])
-                segment.steps.append(step)
-                keys |= new_keys
-                size += step_size
-            if segment is not None:
-                segments.append(segment)
-        return segments
-
-    def _commit(self, group: list[_Segment]) -> None:
-        merged: dict[Key, Write] = {}
-        items: list[dict[str, Any]] = []
-        for segment in group:
-            last = segment.steps[-1]
-            items.append(self._checkpoint_item(segment.stream_id, segment.from_version,
-                                               last.event.version, last.state))
-            for step in segment.steps:
-                for write in step.writes:
-                    earlier = merged.get(write.key)
-                    merged[write.key] = write if earlier is None else earlier.then(write)
-        items.extend(item for write in merged.values() if (item := self._write_item(write)) is not None)
-        try:
-            self._client.transact_write_items(TransactItems=items)
-        except Exception as exc:
-            response = getattr(exc, "response", None)
-            if not isinstance(response, dict):
-                raise
-            code = response.get("Error", {}).get("Code", "")
-            if code == "TransactionCanceledException":
-                reasons = {r.get("Code") for r in response.get("CancellationReasons", [])} - {"None", None}
-                if reasons and reasons <= _RETRYABLE_REASONS:
-                    raise _Retry(f"transaction cancelled: {', '.join(sorted(reasons))}") from exc
-            elif code in _RETRYABLE_CODES:
-                raise _Retry(code) from exc
-            raise
-
-    # DynamoDB requests ----------------------------------------------------------------------
-
-    def _read_checkpoints(self, stream_ids: list[str]) -> dict[str, tuple[int, StreamState]]:
-        found: dict[str, tuple[int, StreamState]] = {}
-        for start in range(0, len(stream_ids), MAX_BATCH_GET_KEYS):
-            keys = [
-                {"pk": {"S": pk}, "sk": {"S": sk}}
-                for pk, sk in (checkpoint_key(sid) for sid in stream_ids[start:start + MAX_BATCH_GET_KEYS])
-            ]
-            request: dict[str, Any] = {self.table_name: {
-                "Keys": keys, "ConsistentRead": True, "ProjectionExpression": "pk, v, s"}}
-            for round_ in range(8):
-                response = self._client.batch_get_item(RequestItems=request)
-                for item in response.get("Responses", {}).get(self.table_name, []):
-                    stream_id = item["pk"]["S"][len(CHECKPOINT_PREFIX):]
-                    state = from_attr(item["s"]) if "s" in item else {}
-                    found[stream_id] = (int(item["v"]["N"]), state)
-                request = response.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                self._sleep(min(0.05 * 2**round_, 1.0) * random.random())
-            else:
-                raise RuntimeError("BatchGetItem kept returning unprocessed keys")
-        return found
-
-    def _checkpoint_item(self, stream_id: str, expected: int, version: int, state: StreamState) -> dict[str, Any]:
-        pk, sk = checkpoint_key(stream_id)
-        values: dict[str, Any] = {":v": {"N": str(version)}}
-        if state:
-            expression = "SET #v = :v, #s = :s"
-            values[":s"] = to_attr(state)
+            mark = old.get(WATERMARK_PREFIX + item.namespace if item.shared else VERSION_ATTRIBUTE)
+            if mark is None:
+                if item.shared or pending[0][1].may_create:
+                    continue  # the item changed between our write and its answer: try again
+                for delivery, _ in pending:
+                    self._cut(cut, failed, delivery, f"ahead of a missing predecessor: {item.key} has not "
+                                                     f"been created by {delivery.event.stream_id} yet")
+                return
+            applied = str(mark["S"]) if item.shared else int(mark["N"])
+            pending = [e for e in pending if item.order(e[0]) > applied]
         else:
-            expression = "SET #v = :v REMOVE #s"
-        if expected == 0:
-            condition = "attribute_not_exists(#v)"
-        else:
-            condition = "#v = :expected"
-            values[":expected"] = {"N": str(expected)}
-        return {"Update": {
-            "TableName": self.table_name,
-            "Key": {"pk": {"S": pk}, "sk": {"S": sk}},
-            "UpdateExpression": expression,
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": {"#v": "v", "#s": "s"},
-            "ExpressionAttributeValues": values,
-        }}
+            if pending:
+                for delivery, _ in pending:
+                    self._cut(cut, failed, delivery, f"gave up writing {item.key} after {self._max_attempts} attempts")
+                return
+        item.entries = [(d, w) for d, w in item.entries if (d, w) in done] + [
+            (d, _DUPLICATE) for d, w in item.entries if (d, w) not in done]
 
-    def _write_item(self, write: Write) -> dict[str, Any] | None:
-        key = {"pk": {"S": write.key[0]}, "sk": {"S": write.key[1]}}
-        if write.op == "delete":
-            return {"Delete": {"TableName": self.table_name, "Key": key}}
-        if write.op == "put":
-            item = dict(key)
-            item.update((name, to_attr(value)) for name, value in write.set.items())
-            return {"Put": {"TableName": self.table_name, "Item": item}}
+    def _collect(self, item: _Item, outcome: dict[str, set[str]]) -> None:
+        for delivery, write in item.entries:
+            outcome.setdefault(delivery.event.event_id, set()).add("duplicate" if write is _DUPLICATE else "applied")
+
+    def _request(self, item: _Item, entries: list[tuple[Delivery, Write]]) -> dict[str, Any] | None:
+        """One conditional request for `entries` (coalesced); None if written, else the old item."""
+        merged = entries[0][1]
+        for _, write in entries[1:]:
+            merged = merged.then(write)
+        first, last = entries[0][0], entries[-1][0]
+        key = {"pk": {"S": item.key[0]}, "sk": {"S": item.key[1]}}
         names: dict[str, str] = {}
         values: dict[str, Any] = {}
-        clauses: list[str] = []
-        for verb, entries in (("SET", write.set), ("ADD", write.add)):
-            parts = []
-            for name, value in entries.items():
-                n, v = f"#a{len(names)}", f":a{len(values)}"
-                names[n], values[v] = name, to_attr(value)
-                parts.append(f"{n} = {v}" if verb == "SET" else f"{n} {v}")
-            if parts:
-                clauses.append(f"{verb} {', '.join(parts)}")
-        if write.remove:
-            parts = []
-            for name in sorted(write.remove):
-                n = f"#a{len(names)}"
-                names[n] = name
-                parts.append(n)
-            clauses.append(f"REMOVE {', '.join(parts)}")
-        if not clauses:
-            return None
-        body: dict[str, Any] = {"TableName": self.table_name, "Key": key,
-                                "UpdateExpression": " ".join(clauses), "ExpressionAttributeNames": names}
-        if values:
-            body["ExpressionAttributeValues"] = values
-        return {"Update": body}
 
-    @staticmethod
-    def _fail(result: ApplyResult, events: Iterable[Envelope], reason: str) -> None:
-        for index, event in enumerate(events):
-            why = reason if index == 0 else f"behind a failed predecessor ({reason})"
-            result.failed.append(Failure(event.event_id, event.stream_id, event.version, why))
+        def name(attribute: str) -> str:
+            alias = f"#a{len(names)}"
+            names[alias] = attribute
+            return alias
 
+        def value(attr: dict[str, Any]) -> str:
+            alias = f":a{len(values)}"
+            values[alias] = attr
+            return alias
 
-def _affinity(plan: _StreamPlan) -> tuple[str, ...]:
-    """Streams that write the same keys sort together, so their writes share a transaction."""
-    keys = sorted({w.key[0] for step in plan.steps for w in step.writes})
-    return tuple(keys) if keys else ("\uffff",)
-
-
-def _estimate(write: Write) -> int:
-    return 64 + len(write.key[0]) + len(write.key[1]) + len(orjson.dumps(dict(write.set), default=str))
-
-
-# --- the Kinesis adapter ------------------------------------------------------------------
-
-
-def kinesis_handler(projector: Projector, logger: Any = log) -> Handler:
-    """A Lambda handler for a Kinesis event source mapping with ReportBatchItemFailures.
-
-    The whole batch goes through `projector.apply` at once (sorting per stream, coalescing,
-    one transaction for many records), so the response is built here rather than by Powertools'
-    per-record BatchProcessor: every record of a failed event, and every undecodable record,
-    is reported by its sequence number; Lambda re-delivers from the lowest.
-    """
-    from escore.observability import count
-
-    def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        records = event.get("Records") or []
-        envelopes: list[Envelope] = []
-        records_of: dict[str, list[str]] = {}
-        failed: set[str] = set()
-        for record in records:
-            sequence = record["kinesis"]["sequenceNumber"]
-            try:
-                envelope = decode(base64.b64decode(record["kinesis"]["data"], validate=True))
-            except (EnvelopeError, binascii.Error, ValueError, KeyError, TypeError) as exc:
-                logger.warning("undecodable record %s: %s", sequence, exc)
-                failed.add(sequence)
-                continue
-            envelopes.append(envelope)
-            records_of.setdefault(envelope.event_id, []).append(sequence)
-        result = projector.apply(envelopes)
-        for failure in result.failed:
-            failed.update(records_of.get(failure.event_id, ()))
-        if result.failed:  # one line, not one per event: a failed transaction fails up to 100 of them
-            shown = "; ".join(f"{f.stream_id} v{f.version} ({f.event_id}): {f.reason}" for f in result.failed[:5])
-            more = f"; and {len(result.failed) - 5} more" if len(result.failed) > 5 else ""
-            logger.warning("%d events failed: %s%s", len(result.failed), shown, more)
-        logger.info("projection %s: %d records, %d applied, %d skipped, %d duplicates, %d records failed",
-                    projector.spec.name, len(records), result.applied, result.skipped,
-                    result.duplicates, len(failed))
-        count("EventsApplied", result.applied)
-        count("DuplicatesSkipped", result.duplicates)
-        count("RecordsFailed", len(failed))
-        return {"batchItemFailures": [{"itemIdentifier": s} for s in sorted(failed, key=_seq_key)]}
-
-    return handle
+        if item.shared:
+            mark = name(WATERMARK_PREFIX + item.namespace)
+            condition = f"attribute_not_exists({mark}) OR {mark} < {value({'S': first.position})}"
+            sets = [f"{mark} = {value({'S': last.position})}"]
+            sets += [f"{name(n)} = {value(to_attr(v))}" for n, v in merged.set.items()]
+            adds = [f"{name(n)} {value(to_attr(v))}" for n, v in merged.add.items()]
+            expression = f"SET {', '.join(sets)}" + (f" ADD {', '.join(adds)}" if adds else "")
+            request: dict[str, Any] = {"UpdateExpression": expression}
+            method = self._client.update_item
+        else:
+            mark = name(VERSION_ATTRIBUTE)
+            below = value({"N": str(first.event.version)})
+            may_create = entries[0][1].may_create
+            condition = (f"attribute_not_exists({mark}) OR {mark} < {below}" if may_create
+                         else f"attribute_exists({mark}) AND {mark} < {below}")
+            version = {"N": str(last.event.version)}
+            if merged.op in ("put", "delete"):
+                attributes = dict(merged.set) if merged.op == "put" else {
+                    DELETED_ATTRIBUTE: True, EXPIRES_ATTRIBUTE: int(self._clock()) + TOMBSTONE_TTL_SECONDS}
+                request = {"Item": {**key, VERSION_ATTRIBUTE: version,
+                                    **{n: to_attr(v) for n, v in attributes.items()}}}
+                method = self._client.put_item
+            else:
+                sets = [f"{mark} = {value(version)}"] + [f"{name(n)} = {value(to_attr(v))}" for n, v in merged.set.items()]
+                expression = f"SET {', '.join(sets)}"
+                if merged.remove:
+                    expression += f" REMOVE {', '.join(name(n) for n in sorted(merged.remove))}"
+                request = {"UpdateExpression": expression}
+                method = self._client.update_item
+        request.update(TableName=self.table_name, ConditionExpression=condition, ExpressionAttributeNames=names,
+                       ExpressionAttributeValues=values, ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        if "Item" not in request:
+            request["Key"] = key
+        try:
+            method(**request)
+        except Exception as exc:
+            response = getattr(exc, "response", None)
+            if isinstance(response, dict) and response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                old: dict[str, Any] = response.get("Item") or {}
+                return old
+            raise
+        return None
 
 
-def _seq_key(sequence: str) -> tuple[int, str]:
-    return (int(sequence), "") if sequence.isdigit() else (0, sequence)
+_DUPLICATE = Write(("", ""), "update")  # marks an entry found already applied
 
 
-def build_projector(spec: ProjectionSpec, env: Mapping[str, str], client: Any = None) -> Handler:
-    """A projection's Lambda handler: its table from `<NAME>_TABLE`, or the pointer replay switches."""
-    from escore.observability import logger
-    from escore.tables import TableResolver
+def _open(delivery: Delivery, cut: Mapping[str, str], failed: Mapping[str, tuple[str, str]]) -> bool:
+    """Not failed, and before its namespace's first failed delivery."""
+    limit = cut.get(delivery.namespace)
+    return delivery.event.event_id not in failed and (limit is None or delivery.position < limit)
 
-    return kinesis_handler(Projector(spec, TableResolver(env, spec.name), aws_client("dynamodb", client)), logger)
+
+# --- in memory ----------------------------------------------------------------------------
 
 
 class InMemoryProjection:
-    """A projection folded in memory: the same folds as `Projector`, no DynamoDB, no checkpoints.
+    """A projection folded in memory: the same folds as `Projector`, with per-stream state.
 
-    For tests (the expected result of a run) and benchmarks. The caller feeds each stream's events
-    once and in version order; `items` is the table, keyed by (pk, sk).
+    For tests (the expected result of a run), benchmarks and the replay of events written before
+    they carried what their folds need. The caller feeds each stream's events once and in version
+    order; `items` is the table (tombstones left out), keyed by (pk, sk).
     """
 
     def __init__(self, spec: ProjectionSpec) -> None:
@@ -660,7 +431,7 @@ class InMemoryProjection:
 
 
 def read_count(client: Any, table: str, key: tuple[str, str], attribute: str) -> int:
-    """A counter a projection keeps with ADD (e.g. `post_count`): 0 when the item or attribute is absent."""
+    """A counter a projection keeps with `count` (e.g. `post_count`): 0 when the item or attribute is absent."""
     response = client.get_item(
         TableName=table,
         Key={"pk": {"S": key[0]}, "sk": {"S": key[1]}},
@@ -670,3 +441,11 @@ def read_count(client: Any, table: str, key: tuple[str, str], attribute: str) ->
     if not item or attribute not in item:
         return 0
     return max(int(item[attribute]["N"]), 0)
+
+
+def __getattr__(name: str) -> Any:  # the Lambda adapter lives apart; kept importable from here
+    if name in ("kinesis_handler", "build_projector"):
+        from escore import projector_lambda
+
+        return getattr(projector_lambda, name)
+    raise AttributeError(name)

@@ -2,10 +2,13 @@
 
 Pure: commands check the post's state and return events; `apply` folds events into state.
 
-PostCreated and PostEdited are written at schema 2 (`posts.schemas`): their data carries `tags`,
-always `hashtags(text)`, derived in `to_data` so an event can never carry tags that disagree with
-its text. Importing `posts.schemas` here registers the steps 1 -> 2, so the repository stamps
-schema 2 and reads old events upcast.
+PostCreated and PostEdited carry `tags`, always `hashtags(text)`, derived in `to_data` so an
+event can never carry tags that disagree with its text. PostEdited (schema 3) and PostDeleted
+(schema 2) also carry what their consumers would otherwise have to remember per post: the post's
+`author_id` and `created_at`, and the tags the edit replaces (`previous_tags`) or the deletion
+removes (`tags`). Projections then fold each event alone (`escore.projection`). Importing
+`posts.schemas` here registers the upcasting steps, so the repository stamps the current schemas
+and reads old events upcast.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ class TaggedText(DomainEvent):
         return hashtags(self.text)
 
     def to_data(self) -> dict[str, Any]:
-        return {**super().to_data(), "tags": self.tags}
+        data = {name: value for name, value in super().to_data().items() if value is not None}
+        return {**data, "tags": self.tags}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,14 +45,25 @@ class PostCreated(TaggedText):
     author_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PostEdited(TaggedText):
     type = "PostEdited"
+    # Schema 3; absent (None) in events written before it.
+    author_id: str | None = None
+    created_at: str | None = None
+    previous_tags: list[str] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PostDeleted(DomainEvent):
     type = "PostDeleted"
+    # Schema 2; absent (None) in events written before it.
+    author_id: str | None = None
+    created_at: str | None = None
+    tags: list[str] | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        return {name: value for name, value in super().to_data().items() if value is not None}
 
 
 class Post(Aggregate):
@@ -69,11 +84,12 @@ class Post(Aggregate):
 
     def edit(self, text: str, expected_version: int | None) -> list[DomainEvent]:
         self._require_live(expected_version)
-        return [PostEdited(text=text)]
+        return [PostEdited(text=text, author_id=self.author_id, created_at=self.created_at,
+                           previous_tags=hashtags(self.text))]
 
     def delete(self, expected_version: int | None) -> list[DomainEvent]:
         self._require_live(expected_version)
-        return [PostDeleted()]
+        return [PostDeleted(author_id=self.author_id, created_at=self.created_at, tags=hashtags(self.text))]
 
     def require_visible(self) -> None:
         """A read: a deleted post is gone."""

@@ -10,8 +10,14 @@ topology, that importing any projector or API module registers its sources' sche
 
 Schemas:
 - `PostCreated` 1: `{post_id, author_id, text}`; 2 (current): adds `tags`.
-- `PostEdited` 1: `{text}`; 2 (current): adds `tags` (an edit can change a post's tags).
-- `PostDeleted` 1: `{}`.
+- `PostEdited` 1: `{text}`; 2: adds `tags` (an edit can change a post's tags); 3 (current): adds
+  the post's `author_id` and `created_at` and the tags it replaces, `previous_tags`.
+- `PostDeleted` 1: `{}`; 2 (current): the post's `author_id`, `created_at` and `tags`.
+
+The schema-3 and schema-2 additions are facts about the post that an older event does not hold
+and no step can compute from it: the steps 2 -> 3 and 1 -> 2 leave them out, and a reader that
+needs them takes them from the post's earlier events (`InMemoryProjection` keeps that per-stream
+state; the live projectors, which fold events alone, only ever see events written with them).
 
 `tags` is always `hashtags(text)`: the step 1 -> 2 computes it exactly as the domain does when it
 writes an event at schema 2, so an upcast old event and a new one are indistinguishable.
@@ -77,3 +83,15 @@ def post_created_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
 def post_edited_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
     """PostEdited 1 -> 2: `tags` from the new text (`hashtags`)."""
     return {**data, "tags": _text_tags(data)}
+
+
+@upcasters.register("PostEdited", 2)
+def post_edited_2_to_3(data: dict[str, Any]) -> dict[str, Any]:
+    """PostEdited 2 -> 3: the post's facts are not in the old event; nothing to add (see above)."""
+    return data
+
+
+@upcasters.register("PostDeleted", 1)
+def post_deleted_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
+    """PostDeleted 1 -> 2: the post's facts are not in the old event; nothing to add (see above)."""
+    return data

@@ -15,6 +15,7 @@ import orjson
 
 from escore.projection import from_item, read_count
 from escore.runtime import aws_client
+from escore.writes import DELETED_ATTRIBUTE
 from profiles.projectors.user_profiles import profile_key
 from profiles.projectors.user_timeline import timeline_pk
 
@@ -68,7 +69,9 @@ class TimelineReadModel:
             "KeyConditionExpression": "pk = :pk",
             "ExpressionAttributeValues": {":pk": {"S": timeline_pk(user_id)}},
             "ProjectionExpression": "sk, post_id, #t, created_at",
-            "ExpressionAttributeNames": {"#t": "text"},
+            # A deleted post's entry stays as a tombstone (escore.writes.delete) until it expires.
+            "FilterExpression": "attribute_not_exists(#deleted)",
+            "ExpressionAttributeNames": {"#t": "text", "#deleted": DELETED_ATTRIBUTE},
             "ScanIndexForward": False,
             "Limit": limit + 1,  # one more than asked tells whether another page exists
         }

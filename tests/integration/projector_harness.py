@@ -13,7 +13,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from escore.envelope import Envelope, encode_record, format_timestamp, new_id
-from escore.projection import CHECKPOINT_PREFIX
+from escore.writes import VERSION_ATTRIBUTE, is_tombstone
+from posts.schemas import hashtags
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -25,7 +26,9 @@ READ_OPERATIONS = {"BatchGetItem", "GetItem", "Query", "Scan", "TransactGetItems
 
 
 def envelope(stream_id: str, version: int, type_: str, data: dict[str, Any], at: str,
-             schema_version: int = 1) -> Envelope:
+             schema_version: int | None = None) -> Envelope:
+    if schema_version is None:  # what the services write today (posts.schemas)
+        schema_version = {"PostEdited": 3, "PostDeleted": 2}.get(type_, 1)
     service = "posts" if stream_id.startswith("post-") else "profiles"
     return Envelope(new_id(), stream_id, version, type_, schema_version, service, at, data,
                     {"correlation_id": new_id()})
@@ -69,11 +72,18 @@ def make_scenario(rng: random.Random, users: int, posts: int) -> Scenario:
         post, author = new_id(), rng.choice(ids)
         scenario.authors.add(author)
         sid = f"post-{post}"
-        stream = [envelope(sid, 1, "PostCreated", {"post_id": post, "author_id": author, "text": "v1"}, tick())]
+        created_at = tick()
+        stream = [envelope(sid, 1, "PostCreated", {"post_id": post, "author_id": author, "text": "v1"}, created_at)]
+        facts = {"author_id": author, "created_at": created_at}  # what the posts domain puts in later events
+        text = "v1"
         for _ in range(rng.choice([0, 0, 1, 2])):
-            stream.append(envelope(sid, len(stream) + 1, "PostEdited", {"text": f"v{len(stream) + 1}"}, tick()))
+            new = f"v{len(stream) + 1}"
+            stream.append(envelope(sid, len(stream) + 1, "PostEdited",
+                                   {"text": new, "tags": hashtags(new), **facts, "previous_tags": hashtags(text)},
+                                   tick()))
+            text = new
         if rng.random() < 0.3:
-            stream.append(envelope(sid, len(stream) + 1, "PostDeleted", {}, tick()))
+            stream.append(envelope(sid, len(stream) + 1, "PostDeleted", {**facts, "tags": hashtags(text)}, tick()))
         scenario.posts.append(stream)
     return scenario
 
@@ -87,15 +97,18 @@ class Expected:
     post_counts: dict[str, int]
     timelines: dict[str, list[dict[str, Any]]]
     last_versions: dict[str, int]
-
+    profile_versions: dict[str, int]  # user -> version of the last event that changed the profile
 
 def expected_fold(scenario: Scenario) -> Expected:
     names: dict[str, dict[str, Any]] = {}
     posts: dict[str, dict[str, Any]] = {}
     last: dict[str, int] = {}
+    profile_versions: dict[str, int] = {}
     for stream in scenario.profiles + scenario.posts:
         for e in stream:
             last[e.stream_id] = e.version
+            if e.type in ("UserRegistered", "DisplayNameChanged"):
+                profile_versions[e.stream_id.partition("-")[2]] = e.version
             if e.type == "UserRegistered":
                 names[e.stream_id] = {"user_id": e.data["user_id"], "handle": e.data["handle"],
                                       "display_name": e.data["display_name"]}
@@ -119,13 +132,14 @@ def expected_fold(scenario: Scenario) -> Expected:
     by_user = {n["user_id"]: n for n in names.values()}
     profiles = {u: ({**by_user[u], "post_count": counts[u]} if u in by_user else None) for u in everyone}
     return Expected(profiles, {u: counts[u] for u in everyone},
-                    {u: timelines.get(u, []) for u in everyone}, last)
+                    {u: timelines.get(u, []) for u in everyone}, last, profile_versions)
 
 
 # --- Kinesis delivery as Lambda does it -------------------------------------------------------
 
 
-def kinesis_record(sequence: int, data: bytes, partition_key: str) -> dict[str, Any]:
+def kinesis_record(sequence: int, data: bytes, partition_key: str, stream: str = "test",
+                   shard: str = "shardId-000000000000") -> dict[str, Any]:
     return {
         "kinesis": {
             "kinesisSchemaVersion": "1.0",
@@ -136,18 +150,20 @@ def kinesis_record(sequence: int, data: bytes, partition_key: str) -> dict[str, 
         },
         "eventSource": "aws:kinesis",
         "eventVersion": "1.0",
-        "eventID": f"shardId-000000000000:{sequence}",
+        "eventID": f"{shard}:{sequence}",
         "eventName": "aws:kinesis:record",
         "awsRegion": "us-east-1",
-        "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/test",
+        "eventSourceARN": f"arn:aws:kinesis:us-east-1:123456789012:stream/{stream}",
     }
 
 
-def shard_log(rng: random.Random, streams: list[list[Envelope]], *, copies: tuple[int, int] = (1, 3),
-              swap_p: float = 0.0) -> list[dict[str, Any]]:
-    """One shard's records: streams interleaved, each event 1..3 times (a later copy lands a little
-    further on, as a publisher's re-send does), and with `swap_p` an event swapped with its
-    successor in the stream (out of order, a few records apart)."""
+def shard_log(rng: random.Random, streams: list[list[Envelope]], *, stream: str = "test",
+              copies: tuple[int, int] = (1, 1), swap_p: float = 0.0) -> list[dict[str, Any]]:
+    """One shard's records (of the Kinesis stream `stream`): streams interleaved, each event once
+    (the publisher relays exactly once; re-delivery of records is `Mapping`'s), or with `copies`
+    up to n times (a later copy a little further on, as a re-send would land: only owned items can
+    tell such a copy from a new event), and with `swap_p` an event swapped with its successor in
+    the stream (out of order, a few records apart)."""
     cursors = [list(s) for s in streams if s]
     order: list[Envelope] = []
     while cursors:
@@ -168,7 +184,7 @@ def shard_log(rng: random.Random, streams: list[list[Envelope]], *, copies: tupl
                     if events[j].stream_id == events[i].stream_id and events[j].version == events[i].version + 1:
                         events[i], events[j] = events[j], events[i]
                         break
-    return [kinesis_record(seq, encode_record(e), e.stream_id) for seq, e in enumerate(events, start=1)]
+    return [kinesis_record(seq, encode_record(e), e.stream_id, stream) for seq, e in enumerate(events, start=1)]
 
 
 class Crash(BaseException):
@@ -233,7 +249,7 @@ def drain(mappings: list[Mapping], rng: random.Random, max_invocations: int = 20
 
 
 class FaultyDynamoDB:
-    """Wraps a DynamoDB client; transactions fail before writing (`fail_p`), fail after writing (an
+    """Wraps a DynamoDB client; writes fail before writing (`fail_p`), fail after writing (an
     ambiguous answer, `ambiguous_p`) or kill the invocation after writing (`crash_p`)."""
 
     def __init__(self, client: Any, rng: random.Random, *, fail_p: float = 0.0, ambiguous_p: float = 0.0,
@@ -243,19 +259,27 @@ class FaultyDynamoDB:
         self.fail_p, self.ambiguous_p, self.crash_p, self.read_fail_p = fail_p, ambiguous_p, crash_p, read_fail_p
         self.injected: Counter[str] = Counter()
 
-    def transact_write_items(self, **kwargs: Any) -> Any:
+    def _write(self, operation: str, call: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
         if self._rng.random() < self.fail_p:
             self.injected["failed"] += 1
-            raise ClientError({"Error": {"Code": "InternalServerError", "Message": "injected"}}, "TransactWriteItems")
-        response = self._client.transact_write_items(**kwargs)
+            raise ClientError({"Error": {"Code": "InternalServerError", "Message": "injected"}}, operation)
+        response = call(**kwargs)
         if self._rng.random() < self.ambiguous_p:
             self.injected["ambiguous"] += 1
-            raise ClientError({"Error": {"Code": "RequestTimeout", "Message": "injected after commit"}},
-                              "TransactWriteItems")
+            raise ClientError({"Error": {"Code": "RequestTimeout", "Message": "injected after commit"}}, operation)
         if self._rng.random() < self.crash_p:
             self.injected["crash"] += 1
             raise Crash()
         return response
+
+    def put_item(self, **kwargs: Any) -> Any:
+        return self._write("PutItem", self._client.put_item, kwargs)
+
+    def update_item(self, **kwargs: Any) -> Any:
+        return self._write("UpdateItem", self._client.update_item, kwargs)
+
+    def transact_write_items(self, **kwargs: Any) -> Any:
+        return self._write("TransactWriteItems", self._client.transact_write_items, kwargs)
 
     def batch_get_item(self, **kwargs: Any) -> Any:
         if self._rng.random() < self.read_fail_p:
@@ -308,9 +332,49 @@ def scan(client: Any, table: str) -> dict[tuple[str, str], dict[str, Any]]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def checkpoints(items: dict[tuple[str, str], dict[str, Any]]) -> dict[str, int]:
-    return {pk[len(CHECKPOINT_PREFIX):]: int(item["v"]["N"]) for (pk, _), item in items.items()
-            if pk.startswith(CHECKPOINT_PREFIX)}
+def versions(items: dict[tuple[str, str], dict[str, Any]]) -> dict[tuple[str, str], int]:
+    """The owned items' `_v` (their stream's last applied version), tombstones included."""
+    return {key: int(item[VERSION_ATTRIBUTE]["N"]) for key, item in items.items() if VERSION_ATTRIBUTE in item}
+
+
+def live(items: dict[tuple[str, str], dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The read-model items: no tombstones, no `$` items, and none of the engine's `_` attributes
+    (watermarks differ with the positions a run happened to use)."""
+    return {key: {n: v for n, v in item.items() if not n.startswith("_")} for key, item in items.items()
+            if not key[0].startswith("$") and not is_tombstone(item)}
 
 
 # --- moto speed ------------------------------------------------------------------------------
+
+
+def deliveries(events: list[Envelope], namespace: str = "test:0", start: int = 1) -> list[Any]:
+    """Events as one namespace delivers them, at consecutive positions in the order given."""
+    from escore.projection import Delivery, position_of
+
+    return [Delivery(e, namespace, position_of(start + i)) for i, e in enumerate(events)]
+
+
+def planned_requests(spec: Any, batches: list[list[dict[str, Any]]]) -> int:
+    """The write requests the engine makes for batches delivered once each, with no failure: one per
+    owned item and one per (shared item, shard) touched in a batch, after coalescing."""
+    from escore.envelope import decode
+
+    total = 0
+    for batch in batches:
+        owned: set[tuple[str, str]] = set()
+        shared: set[tuple[tuple[str, str], str]] = set()
+        for record in batch:
+            event = decode(base64.b64decode(record["kinesis"]["data"]))
+            fold = spec.folds.get(event.type)
+            if fold is None:
+                continue
+            from escore.upcasting import upcasters
+
+            _, writes = fold({}, upcasters.upcast(event))
+            for write in writes:
+                if write.shared:
+                    shared.add((write.key, record["eventSourceARN"] + record["eventID"].partition(":")[0]))
+                else:
+                    owned.add(write.key)
+        total += len(owned) + len(shared)
+    return total

@@ -275,7 +275,7 @@ class TestWithTheRealReadModels:
     """Commands through both APIs, events projected by the real projectors, reads through readmodels."""
 
     def test_post_count_and_timeline(self, aws: Any, request: pytest.FixtureRequest) -> None:
-        from escore.projection import Projector
+        from escore.projection import Delivery, Projector, position_of
         from posts import api as posts_api
         from profiles.projectors import user_profiles, user_timeline
         from tests.support.aws import create_projection_table
@@ -295,9 +295,10 @@ class TestWithTheRealReadModels:
         assert users.get(f"/users/{user_id}").json["post_count"] == 0  # nothing projected yet
 
         events = [*profile_store.iter_all(), *post_store.iter_all()]
+        delivered = [Delivery(e, e.service, position_of(n)) for n, e in enumerate(events, start=1)]
         for spec, table in ((user_profiles.PROJECTION, tables["USER_PROFILES_TABLE"]),
                             (user_timeline.PROJECTION, tables["USER_TIMELINE_TABLE"])):
-            result = Projector(spec, table, aws).apply(events)
+            result = Projector(spec, table, aws).apply(delivered)
             assert not result.failed
 
         profile = users.get(f"/users/{user_id}").json

@@ -24,14 +24,17 @@ from tests.integration.projector_harness import (
     Mapping,
     RequestCounter,
     Scenario,
-    checkpoints,
+    deliveries,
     drain,
     envelope,
     expected_fold,
     kinesis_record,
+    live,
     make_scenario,
+    planned_requests,
     scan,
     shard_log,
+    versions,
 )
 from tests.support.aws import create_projection_table
 
@@ -59,9 +62,9 @@ def handlers(client: Any, profiles_table: str = PROFILES_TABLE, timeline_table: 
 def run(scenario: Scenario, profiles_handler: Any, timeline_handler: Any, rng: random.Random, *,
         batch_size: int, redeliver_p: float, swap_p: float) -> list[Mapping]:
     """Three mappings, as the topology subscribes them: user_profiles from both streams,
-    user_timeline from posts; each shard log holds every event one to three times."""
-    profiles_log = shard_log(rng, scenario.profiles, swap_p=swap_p)
-    posts_log = shard_log(rng, scenario.posts, swap_p=swap_p)
+    user_timeline from posts; each shard log holds every event once (Mapping re-delivers)."""
+    profiles_log = shard_log(rng, scenario.profiles, stream="profiles-events", swap_p=swap_p)
+    posts_log = shard_log(rng, scenario.posts, stream="posts-events", swap_p=swap_p)
     mappings = [
         Mapping(profiles_handler, profiles_log, batch_size, rng, redeliver_p),
         Mapping(profiles_handler, posts_log, batch_size, rng, redeliver_p),
@@ -87,14 +90,18 @@ def assert_matches_fold(client: Any, expected: Expected, profiles_table: str = P
                 break
             assert len(items) == 7
         assert pages == expected.timelines[user], user
-    # Nothing more in the tables than the fold has: one timeline item per live post, and every
-    # source stream checkpointed at its last version.
+    # Nothing more in the tables than the fold has: one timeline item per live post (a deleted
+    # one's tombstone aside), no checkpoint items, and every owned item at its stream's last version.
     timeline_items = scan(client, timeline_table)
-    assert sum(1 for (pk, _) in timeline_items if not pk.startswith("$")) == \
-        sum(len(entries) for entries in expected.timelines.values())
+    assert len(live(timeline_items)) == sum(len(entries) for entries in expected.timelines.values())
+    assert not any(pk.startswith("$") for pk, _ in timeline_items)
     posts_last = {sid: v for sid, v in expected.last_versions.items() if sid.startswith("post-")}
-    assert checkpoints(timeline_items) == posts_last
-    assert checkpoints(scan(client, profiles_table)) == expected.last_versions
+    assert sorted(versions(timeline_items).values()) == sorted(posts_last.values())
+    profile_items = scan(client, profiles_table)
+    owned = versions(profile_items)
+    assert set(owned) == {user_profiles.profile_key(u) for u, p in expected.profiles.items() if p is not None}
+    assert all(owned[user_profiles.profile_key(u)] == expected.profile_versions[u]
+               for u, p in expected.profiles.items() if p is not None)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -123,7 +130,8 @@ def test_the_order_of_delivery_does_not_change_the_tables(dynamodb: Any) -> None
             redeliver_p=0.3, swap_p=0.1)
         assert_matches_fold(dynamodb, expected_fold(scenario), *names)
         tables.append((scan(dynamodb, names[0]), scan(dynamodb, names[1])))
-    assert tables[0] == tables[1]  # item for item, checkpoints included
+    assert live(tables[0][0]) == live(tables[1][0])  # item for item (watermarks aside)
+    assert live(tables[0][1]) == live(tables[1][1])
 
 
 def create_table_like(client: Any, projection: str, name: str) -> None:
@@ -133,114 +141,111 @@ def create_table_like(client: Any, projection: str, name: str) -> None:
     create_table(client, TOPOLOGY.projection(projection)[1].table, name)
 
 
-def test_dynamodb_requests_per_1000_projected_events(dynamodb: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    """THE NUMBER: DynamoDB write requests per 1,000 projected events under duplicate delivery
-    (printed as `[projector cost] ...`, shown even without -s).
+def test_one_write_per_changed_item_per_batch_and_no_reads(dynamodb: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """THE NUMBER: DynamoDB requests per 1,000 projected events (printed as `[projector cost] ...`).
 
-    Every event is on its shard one to three times and 20% of batches are delivered twice; batches
-    of 100 (the topology's PROJECTOR_MAPPING). A projected event is a unique event a projector
-    consumed. Per batch the engine makes one consistent BatchGetItem of its streams' checkpoints
-    and ceil(items / 100) TransactWriteItems, where items = streams touched + distinct read-model
-    keys after coalescing; a batch of nothing but duplicates writes nothing.
+    Batches of 100 (the topology's PROJECTOR_MAPPING), each event once on its shard. The engine
+    reads nothing and makes exactly one conditional write per owned item and per (shared item,
+    shard) a batch changes, after coalescing: `planned_requests` counts them from the folds. A
+    re-delivered batch costs one (failing, so unchanged) conditional write per item again.
     """
     rng = random.Random(1000)
     scenario = make_scenario(rng, users=60, posts=430)
     profiles_handler, timeline_handler = handlers(dynamodb)
     counter = RequestCounter(dynamodb)
-    profiles_log, posts_log = shard_log(rng, scenario.profiles), shard_log(rng, scenario.posts)
+    profiles_log = shard_log(rng, scenario.profiles, stream="profiles-events")
+    posts_log = shard_log(rng, scenario.posts, stream="posts-events")
     runs = (
-        ("user_profiles", len(scenario.events), [Mapping(profiles_handler, profiles_log, 100, rng, 0.2),
-                                                 Mapping(profiles_handler, posts_log, 100, rng, 0.2)]),
-        ("user_timeline", sum(len(s) for s in scenario.posts), [Mapping(timeline_handler, posts_log, 100, rng, 0.2)]),
+        ("user_profiles", user_profiles.PROJECTION, len(scenario.events),
+         [Mapping(profiles_handler, profiles_log, 100, rng), Mapping(profiles_handler, posts_log, 100, rng)]),
+        ("user_timeline", user_timeline.PROJECTION, sum(len(s) for s in scenario.posts),
+         [Mapping(timeline_handler, posts_log, 100, rng)]),
     )
-    lines, per_1000 = [], {}
-    for name, unique, mappings in runs:
+    lines = []
+    for name, spec, unique, mappings in runs:
         counter.reset()
         drain(mappings, rng)
-        records = sum(len(m.records) for m in mappings)
-        writes, reads = 1000 * counter.writes / unique, 1000 * counter.reads / unique
-        per_1000[name] = (writes, reads)
-        lines.append(
-            f"[projector cost] {name}: {writes:.1f} DynamoDB write requests and {reads:.1f} read requests "
-            f"per 1,000 projected events ({unique} unique events in {records} Kinesis records, "
-            f"{sum(m.invocations for m in mappings)} invocations; calls {dict(counter.calls)}; "
-            f"{1000 * counter.transact_items / unique:.0f} transaction items per 1,000 events)")
+        planned = planned_requests(spec, [m.records[i:i + 100] for m in mappings for i in range(0, len(m.records), 100)])
+        assert counter.writes == planned, name
+        assert counter.reads == 0 and counter.calls["TransactWriteItems"] == 0, name
+        lines.append(f"[projector cost] {name}: {1000 * counter.writes / unique:.1f} DynamoDB write requests and "
+                     f"{1000 * counter.reads / unique:.1f} read requests per 1,000 projected events "
+                     f"({unique} events, batches of 100; calls {dict(counter.calls)})")
     assert_matches_fold(dynamodb, expected_fold(scenario))
     with capsys.disabled():
         print("\n" + "\n".join(lines))
-    for name, (writes, reads) in per_1000.items():
-        # Floor: 1,000 events / 100 per batch = 10 batches; the shard holds ~2x the records and 20% of
-        # batches come twice: ~25 invocations per 1,000 events, each with one BatchGetItem and one or
-        # two transactions (two when a batch touches more than 100 items), none if all duplicates.
-        # 60 leaves room; one request per event (no batching) would be 1,000.
-        assert writes <= 60, name
-        assert reads <= 40, name
 
 
-def test_bad_records_are_reported_or_skipped_and_never_crash_the_batch(dynamodb: Any) -> None:
+def test_bad_records_cut_their_shard_and_are_reported_never_crashing_the_batch(dynamodb: Any) -> None:
     registry = UpcasterRegistry()  # this code reads PostCreated at schema 1 only
     projector = Projector(user_profiles.PROJECTION, PROFILES_TABLE, dynamodb, upcaster=registry)
-    from escore.projection import kinesis_handler
+    from escore.projector_lambda import kinesis_handler
 
     handle = kinesis_handler(projector)
     user, post_ok, post_new = "u-1", "p-ok", "p-new"
     at = "2024-01-01T00:00:00.000000Z"
     good = envelope(f"post-{post_ok}", 1, "PostCreated", {"post_id": post_ok, "author_id": user, "text": "x"}, at)
     unknown = envelope(f"post-{post_ok}", 2, "PostPinned", {}, at)
-    after_unknown = envelope(f"post-{post_ok}", 3, "PostDeleted", {}, at)
+    after_unknown = envelope(f"post-{post_ok}", 3, "PostDeleted", {"author_id": user, "created_at": at, "tags": []},
+                             at, schema_version=1)
     too_new = envelope(f"post-{post_new}", 1, "PostCreated", {"post_id": post_new, "author_id": user, "text": "y"},
                        at, schema_version=2)
-    behind_too_new = envelope(f"post-{post_new}", 2, "PostEdited", {"text": "z"}, at)
-    gap = envelope("post-gap", 2, "PostEdited", {"text": "z"}, at)  # v1 never delivered
+    gap = envelope("post-gap", 2, "PostEdited", {"text": "z", "author_id": user, "created_at": at}, at,
+                   schema_version=1)  # v1 never delivered
     bad_data = envelope("post-bad", 1, "PostCreated", {"post_id": "p"}, at)  # no author_id
     records = [
         kinesis_record(1, encode_record(good), good.stream_id),
-        kinesis_record(2, b"not json at all\n", "x"),
-        kinesis_record(3, encode_record(too_new), too_new.stream_id),
-        kinesis_record(4, encode_record(unknown), unknown.stream_id),
-        kinesis_record(5, b'{"event_id": "e"}\n', "x"),  # JSON, not an envelope
-        kinesis_record(6, encode_record(behind_too_new), behind_too_new.stream_id),
-        kinesis_record(7, encode_record(after_unknown), after_unknown.stream_id),
-        kinesis_record(8, encode_record(gap), gap.stream_id),
-        kinesis_record(9, encode_record(bad_data), bad_data.stream_id),
+        kinesis_record(2, encode_record(unknown), unknown.stream_id),
+        kinesis_record(3, encode_record(after_unknown), after_unknown.stream_id),
+        kinesis_record(4, b"not json at all\n", "x"),
+        kinesis_record(5, encode_record(too_new), too_new.stream_id),
     ]
-    records[1]["kinesis"]["data"] = "%%%not base64"
+    records[3]["kinesis"]["data"] = "%%%not base64"
     response = handle({"Records": records}, None)
-    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == ["2", "3", "5", "6", "8", "9"]
+    # Nothing after an undecodable record of a shard is written: it could touch the same items.
+    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == ["4", "5"]
     # The good stream went through, past its unknown event, to its deletion.
-    assert projector.checkpoint(good.stream_id) == 3
     assert ProfileReadModel(PROFILES_TABLE, dynamodb).post_count(user) == 0
-    assert projector.checkpoint(too_new.stream_id) == 0
-    result = projector.apply([too_new, behind_too_new, gap])
-    reasons = {f.event_id: f.reason for f in result.failed}
-    assert reasons[too_new.event_id].startswith("schema too new")
-    assert reasons[behind_too_new.event_id].startswith("behind a failed predecessor")
-    assert reasons[gap.event_id].startswith("ahead of a missing predecessor")
+    # Each kind of bad event, alone in its namespace: reported with its reason, and the namespace cut there.
+    for bad, reason in ((too_new, "schema too new"), (bad_data, "projection user_profiles cannot apply it")):
+        later = envelope("post-later", 1, "PostCreated", {"post_id": "l", "author_id": "w", "text": "x"}, at)
+        result = projector.apply(deliveries([bad, later], namespace=f"ns-{bad.event_id}"))
+        reasons = {f.event_id: f.reason for f in result.failed}
+        assert reasons[bad.event_id].startswith(reason), reasons
+        assert reasons[later.event_id].startswith("behind a failed delivery")
+    timeline = Projector(user_timeline.PROJECTION, TIMELINE_TABLE, dynamodb)
+    result = timeline.apply(deliveries([gap]))
+    assert result.failed[0].reason.startswith("ahead of a missing predecessor")
+    assert ProfileReadModel(PROFILES_TABLE, dynamodb).post_count("w") == 0
 
 
-def test_replay_into_a_fresh_table_and_again_changes_nothing(dynamodb: Any) -> None:
-    """The replay tool's path: Projector.apply on plain envelopes, no Kinesis."""
+def test_a_batch_again_changes_nothing_and_costs_one_failed_condition_per_item(dynamodb: Any) -> None:
     rng = random.Random(5)
     scenario = make_scenario(rng, users=10, posts=40)
     counter = RequestCounter(dynamodb)
     events = scenario.events
-    rng.shuffle(events)  # any order across and within streams: apply sorts each stream itself
+    rng.shuffle(events)  # any order across streams; within a stream apply sorts owned writes by version
     profiles = Projector(user_profiles.PROJECTION, PROFILES_TABLE, dynamodb)
     timeline = Projector(user_timeline.PROJECTION, TIMELINE_TABLE, dynamodb)
-    first = profiles.apply(events + events[:30])
-    timeline.apply([e for e in events if e.service == "posts"])  # what it subscribes to
+    batch = deliveries(events)
+    first = profiles.apply(batch + batch[:30])  # the first 30 twice in one call
+    timeline.apply(deliveries([e for e in events if e.service == "posts"], namespace="posts:0"))
     assert not first.failed
     assert first.applied + first.skipped == len(events) and first.duplicates == 30
     assert_matches_fold(dynamodb, expected_fold(scenario))
     before = (scan(dynamodb, PROFILES_TABLE), scan(dynamodb, TIMELINE_TABLE))
     counter.reset()
-    again = profiles.apply(events)
-    assert (again.applied, again.duplicates, again.failed) == (0, len(events), [])
-    assert counter.writes == 0
+    again = profiles.apply(batch)
+    assert again.applied == 0 and again.failed == []
+    assert again.duplicates + again.skipped == len(events)
+    # One conditional write per owned item and one per shared item (a profile is both), each refused.
+    owned = len(versions(before[0]))
+    shared = sum(1 for item in before[0].values() if any(n.startswith("_w#") for n in item))
+    assert counter.writes == owned + shared
     assert (scan(dynamodb, PROFILES_TABLE), scan(dynamodb, TIMELINE_TABLE)) == before
 
 
-def test_many_events_per_key_split_into_several_transactions(dynamodb: Any) -> None:
+def test_many_events_of_one_shared_item_are_one_write(dynamodb: Any) -> None:
     at = "2024-01-01T00:00:00.000000Z"
     author = "prolific"
     events = [
@@ -249,35 +254,35 @@ def test_many_events_per_key_split_into_several_transactions(dynamodb: Any) -> N
     ]
     counter = RequestCounter(dynamodb)
     projector = Projector(user_profiles.PROJECTION, PROFILES_TABLE, dynamodb)
-    result = projector.apply(events)
+    result = projector.apply(deliveries(events))
     assert (result.applied, result.failed) == (230, [])
+    assert counter.calls == {"UpdateItem": 1}  # ADD post_count 230, and the shard's watermark
     assert ProfileReadModel(PROFILES_TABLE, dynamodb).post_count(author) == 230
-    # 230 checkpoints + 1 coalesced profile item per transaction: 99 streams per transaction.
-    assert counter.calls["TransactWriteItems"] == 3
     items, cursor = TimelineReadModel(TIMELINE_TABLE, dynamodb).page(author, 5, None)
     assert (items, cursor) == ([], None)
 
 
-def test_a_stale_read_is_caught_by_the_checkpoint_condition_and_retried(dynamodb: Any) -> None:
-    """Two projectors race on the same events: each event is applied once, not twice."""
+def test_a_rival_that_wrote_first_is_caught_by_the_item_condition(dynamodb: Any) -> None:
+    """Two projectors race on the same deliveries: each event is applied once, not twice."""
     at = "2024-01-01T00:00:00.000000Z"
     events = [envelope(f"post-{i}", 1, "PostCreated", {"post_id": f"p{i}", "author_id": "a", "text": "x"}, at)
               for i in range(5)]
+    batch = deliveries(events)
     rival = Projector(user_profiles.PROJECTION, PROFILES_TABLE, dynamodb)
 
     class RacingClient:
         raced = False
 
-        def transact_write_items(self, **kwargs: Any) -> Any:
-            if not self.raced:  # the rival commits between our read and our write
+        def update_item(self, **kwargs: Any) -> Any:
+            if not self.raced:  # the rival commits just before our write
                 self.raced = True
-                assert rival.apply(events).applied == 5
-            return dynamodb.transact_write_items(**kwargs)
+                assert rival.apply(batch).applied == 5
+            return dynamodb.update_item(**kwargs)
 
         def __getattr__(self, name: str) -> Any:
             return getattr(dynamodb, name)
 
-    result = Projector(user_profiles.PROJECTION, PROFILES_TABLE, RacingClient(), sleep=lambda _: None).apply(events)
+    result = Projector(user_profiles.PROJECTION, PROFILES_TABLE, RacingClient(), sleep=lambda _: None).apply(batch)
     assert (result.applied, result.duplicates, result.failed) == (0, 5, [])
     assert ProfileReadModel(PROFILES_TABLE, dynamodb).post_count("a") == 5
 
@@ -286,7 +291,7 @@ def test_timeline_pages_and_cursor(dynamodb: Any) -> None:
     at = "2024-01-01T00:00:0{}.000000Z"
     events = [envelope(f"post-{i}", 1, "PostCreated", {"post_id": f"p{i}", "author_id": "a", "text": str(i)},
                        at.format(i // 2)) for i in range(9)]  # pairs share a created_at
-    Projector(user_timeline.PROJECTION, TIMELINE_TABLE, dynamodb).apply(events)
+    Projector(user_timeline.PROJECTION, TIMELINE_TABLE, dynamodb).apply(deliveries(events))
     timeline = TimelineReadModel(TIMELINE_TABLE, dynamodb)
     first, cursor = timeline.page("a", 4, None)
     assert [i["post_id"] for i in first] == ["p8", "p7", "p6", "p5"]
@@ -307,7 +312,8 @@ def test_an_event_ahead_of_its_predecessor_fails_until_the_predecessor_comes(dyn
     applied), Lambda re-delivers from v2, and that batch holds both."""
     at = "2024-01-01T00:00:00.000000Z"
     created = envelope("post-x", 1, "PostCreated", {"post_id": "x", "author_id": "a", "text": "one"}, at)
-    edited = envelope("post-x", 2, "PostEdited", {"text": "two"}, at)
+    edited = envelope("post-x", 2, "PostEdited", {"text": "two", "tags": [], "author_id": "a", "created_at": at,
+                                                  "previous_tags": []}, at)
     others = [envelope(f"post-{i}", 1, "PostCreated", {"post_id": f"o{i}", "author_id": "b", "text": "-"}, at)
               for i in range(4)]
     order = [*others[:3], edited, created, others[3]]

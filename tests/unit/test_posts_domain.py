@@ -51,12 +51,15 @@ class TestPost:
             fold("p1", created()).create(AUTHOR, "again")
 
     def test_edit_and_delete_check_the_expected_version(self) -> None:
-        post = fold("p1", created())
-        assert post.edit("new", expected_version=1) == [PostEdited(text="new")]
+        post = fold("p1", created(text="hello #intro"))
+        at = "2030-01-01T00:00:01.000000Z"
+        # They carry the post's facts, so that a projection can fold each event alone.
+        assert post.edit("new", expected_version=1) == [
+            PostEdited(text="new", author_id=AUTHOR, created_at=at, previous_tags=["intro"])]
         with pytest.raises(VersionConflict) as raised:
             post.edit("new", expected_version=2)
         assert raised.value.current_version == 1
-        assert post.delete(expected_version=None) == [PostDeleted()]
+        assert post.delete(expected_version=None) == [PostDeleted(author_id=AUTHOR, created_at=at, tags=["intro"])]
         with pytest.raises(VersionConflict):
             post.delete(expected_version=7)
 
@@ -80,6 +83,11 @@ class TestPost:
         assert created("p9", "t #A").to_data() == {"post_id": "p9", "author_id": AUTHOR, "text": "t #A", "tags": ["a"]}
         assert PostEdited(text="t").to_data() == {"text": "t", "tags": []}
         assert PostDeleted().to_data() == {}
+        # PostEdited schema 3, PostDeleted schema 2: the post's facts, left out when unknown
+        edited = PostEdited(text="t #b", author_id=AUTHOR, created_at="c", previous_tags=["a"]).to_data()
+        assert edited == {"text": "t #b", "tags": ["b"], "author_id": AUTHOR, "created_at": "c", "previous_tags": ["a"]}
+        assert PostDeleted(author_id=AUTHOR, created_at="c", tags=["a"]).to_data() == {
+            "author_id": AUTHOR, "created_at": "c", "tags": ["a"]}
         assert PostCreated.from_data({"post_id": "p", "author_id": "a", "text": "t", "later": 1}) == PostCreated(
             post_id="p", author_id="a", text="t"
         )

@@ -14,6 +14,7 @@ from escore.projection import (
     ProjectionSpec,
     Write,
     apply_write,
+    count,
     delete,
     from_attr,
     put,
@@ -29,26 +30,30 @@ pytestmark = pytest.mark.unit
 KEY = ("k", "1")
 
 
-def random_write(rng: random.Random) -> Write:
+def random_write(rng: random.Random, shared: bool) -> Write:
     attrs = ["a", "b", "c"]
+    names = rng.sample(attrs, 3)
+    if shared:  # counters, and attributes every stream sets alike
+        return count(KEY, add={names[0]: rng.randint(-3, 3)},
+                     set={"name": "same"} if rng.random() < 0.5 else None)
     kind = rng.choice(["update", "update", "update", "put", "delete"])
     if kind == "delete":
         return delete(KEY)
     if kind == "put":
         return put(KEY, {name: rng.randint(0, 9) for name in rng.sample(attrs, rng.randint(0, 3))})
-    names = rng.sample(attrs, 3)
     return update(
         KEY,
-        set={names[0]: rng.randint(0, 9)} if rng.random() < 0.5 else None,
-        add={names[1]: rng.randint(-3, 3)} if rng.random() < 0.7 else None,
+        set={names[0]: rng.randint(0, 9)} if rng.random() < 0.7 else None,
         remove=[names[2]] if rng.random() < 0.3 else (),
+        create=rng.random() < 0.3,
     )
 
 
 @pytest.mark.parametrize("seed", range(200))
 def test_coalesced_write_has_the_effect_of_the_sequence(seed: int) -> None:
     rng = random.Random(seed)
-    writes = [random_write(rng) for _ in range(rng.randint(1, 6))]
+    shared = seed % 2 == 1  # an item is owned (put/update/delete) or shared (count), never both
+    writes = [random_write(rng, shared) for _ in range(rng.randint(1, 6))]
     start: dict[str, Any] | None = rng.choice([None, {"a": 1, "b": 2}, {"c": 5}])
     sequential = start
     for write in writes:
@@ -63,9 +68,21 @@ def test_coalesced_write_has_the_effect_of_the_sequence(seed: int) -> None:
 
 
 def test_adds_of_one_key_coalesce_into_one_add() -> None:
-    merged = update(KEY, add={"post_count": 1}).then(update(KEY, add={"post_count": 1}))
-    merged = merged.then(update(KEY, add={"post_count": -1}))
-    assert merged == Write(KEY, "update", {}, {"post_count": 1}, frozenset())
+    merged = count(KEY, add={"post_count": 1}).then(count(KEY, add={"post_count": 1}))
+    merged = merged.then(count(KEY, add={"post_count": -1}))
+    assert merged == Write(KEY, "count", {}, {"post_count": 1}, frozenset())
+
+
+def test_owned_and_shared_writes_do_not_mix_and_names_are_checked() -> None:
+    with pytest.raises(ValueError):
+        update(KEY, set={"a": 1}).then(count(KEY, add={"n": 1}))
+    for reserved in ("_v", "_w#x", "pk", "sk"):
+        with pytest.raises(ValueError):
+            update(KEY, set={reserved: 1})
+    # A run that starts with a create may find no item; one that starts with an update may not.
+    assert put(KEY, {"a": 1}).then(update(KEY, set={"a": 2})).may_create
+    assert not update(KEY, set={"a": 2}).then(delete(KEY)).may_create
+    assert put(KEY, {"a": 1}).then(delete(KEY)) == Write(KEY, "delete", create=True)
 
 
 def test_attribute_values_round_trip() -> None:

@@ -8,10 +8,9 @@ live post's PostDeleted -1 per tag it had). ADDs from different post streams com
 is SET to the same value by every stream, so the table ends the same whatever the order of the
 streams. A tag whose posts are all gone keeps its item at 0.
 
-A post's stream state (kept with its checkpoint) holds its current tags and whether it is live,
-because PostDeleted carries neither and an edit must know the tags it replaces. `hashtags` keeps
-at most 30 tags per post, so one event's writes (an edit: at most 60 keys) and its checkpoint
-always fit one transaction.
+Each event is folded alone: a PostEdited carries the tags it replaces (`previous_tags`, posts
+schema 3) and a PostDeleted the tags it removes (schema 2). `InMemoryProjection` also folds older
+events, from the per-stream state it keeps (the post's current tags, whether it is live).
 """
 
 from __future__ import annotations
@@ -21,7 +20,8 @@ from typing import Any
 
 import posts.schemas  # noqa: F401  registers the upcasting steps of the events this projection reads
 from escore.envelope import Envelope
-from escore.projection import ProjectionSpec, StreamState, Write, build_projector, update
+from escore.projection import ProjectionSpec, StreamState, Write, count
+from escore.projector_lambda import build_projector
 from escore.runtime import Handler, lazy
 
 NAME = "hashtag_counts"
@@ -34,7 +34,7 @@ def tag_key(tag: str) -> tuple[str, str]:
 
 
 def _count(tag: str, delta: int) -> Write:
-    return update(tag_key(tag), set={"tag": tag}, add={"post_count": delta})
+    return count(tag_key(tag), set={"tag": tag}, add={"post_count": delta})
 
 
 def _post_created(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
@@ -43,17 +43,23 @@ def _post_created(state: StreamState, event: Envelope) -> tuple[StreamState, lis
 
 
 def _post_edited(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
-    if not state.get("live"):
-        return state, []
-    old, new = set(state.get("tags", ())), set(event.data["tags"])
+    previous = event.data.get("previous_tags")  # schema 3; else the state's
+    if previous is None:
+        if not state.get("live"):
+            return state, []
+        previous = state.get("tags", ())
+    old, new = set(previous), set(event.data["tags"])
     writes = [_count(tag, -1) for tag in sorted(old - new)] + [_count(tag, 1) for tag in sorted(new - old)]
-    return {**state, "tags": sorted(new)}, writes
+    return {**state, "live": True, "tags": sorted(new)}, writes
 
 
 def _post_deleted(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
-    if not state.get("live"):
-        return state, []
-    return {"live": False}, [_count(tag, -1) for tag in state.get("tags", ())]
+    tags = event.data.get("tags")  # schema 2; else the state's
+    if tags is None:
+        if not state.get("live"):
+            return state, []
+        tags = state.get("tags", ())
+    return {"live": False}, [_count(tag, -1) for tag in tags]
 
 
 PROJECTION = ProjectionSpec(

@@ -1,14 +1,14 @@
 """`user_profiles`: per user, the profile fields and `post_count`.
 
 Fed by the profiles stream (UserRegistered, DisplayNameChanged) and the posts stream
-(PostCreated +1, PostDeleted of a live post -1, PostEdited nothing). One item per user,
-`pk = "user#<user_id>"`, `sk = "profile"`: `user_id`, `handle`, `display_name` written with SET
-by the user's own stream, and `post_count` written with ADD by
-every post stream. The two kinds of writes commute, so the item ends the same whatever the order
-of the streams (a PostCreated may be projected before its author's UserRegistered).
+(PostCreated +1, PostDeleted -1, PostEdited nothing). One item per user, `pk = "user#<user_id>"`,
+`sk = "profile"`: `user_id`, `handle`, `display_name`, owned by the user's own stream (`update`:
+the item's `_v` is that stream's version), and `post_count`, shared by every post stream (`count`).
+The two kinds of writes commute, so the item ends the same whatever the order of the streams (a
+PostCreated may be projected before its author's UserRegistered).
 
-A post's stream state (kept with its checkpoint) remembers its author and whether it is live,
-because PostDeleted carries neither.
+Each event is folded alone: a PostDeleted carries its author (posts schema 2). The stream state is
+kept only by `InMemoryProjection`, which also folds PostDeleted events written before that schema.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Any
 import posts.schemas  # noqa: F401  registers the upcasting steps of the events this projection reads
 import profiles.schemas  # noqa: F401
 from escore.envelope import Envelope
-from escore.projection import ProjectionSpec, StreamState, Write, build_projector, update
+from escore.projection import ProjectionSpec, StreamState, Write, count, update
+from escore.projector_lambda import build_projector
 from escore.runtime import Handler, lazy
 
 NAME = "user_profiles"
@@ -31,21 +32,26 @@ def profile_key(user_id: str) -> tuple[str, str]:
     return (f"user#{user_id}", PROFILE_SK)
 
 
+def _user_id(event: Envelope) -> str:
+    """The user of a profiles stream: its id is `user-<user_id>` (escore.aggregate.Aggregate.stream_id_for)."""
+    return event.stream_id.partition("-")[2]
+
+
 def _user_registered(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
     data = event.data
     user_id = data["user_id"]
     fields = {"user_id": user_id, "handle": data["handle"], "display_name": data["display_name"]}
-    return {"user_id": user_id}, [update(profile_key(user_id), set=fields)]
+    return {"user_id": user_id}, [update(profile_key(user_id), set=fields, create=True)]
 
 
 def _display_name_changed(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
-    user_id = state["user_id"]  # set by the stream's UserRegistered, always applied before
+    user_id = _user_id(event)
     return state, [update(profile_key(user_id), set={"display_name": event.data["display_name"]})]
 
 
 def _post_created(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
     author_id = event.data["author_id"]
-    return {"author_id": author_id, "live": True}, [update(profile_key(author_id), add={"post_count": 1})]
+    return {"author_id": author_id, "live": True}, [count(profile_key(author_id), add={"post_count": 1})]
 
 
 def _post_edited(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
@@ -53,9 +59,10 @@ def _post_edited(state: StreamState, event: Envelope) -> tuple[StreamState, list
 
 
 def _post_deleted(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
-    if not state.get("live"):
+    if state and not state.get("live"):  # known (in memory) to be deleted already
         return state, []
-    return {**state, "live": False}, [update(profile_key(state["author_id"]), add={"post_count": -1})]
+    author_id = event.data.get("author_id") or state["author_id"]  # schema 2 carries it
+    return {**state, "author_id": author_id, "live": False}, [count(profile_key(author_id), add={"post_count": -1})]
 
 
 PROJECTION = ProjectionSpec(

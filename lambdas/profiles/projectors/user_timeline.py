@@ -3,8 +3,11 @@
 Fed by the posts stream. One item per live post: `pk = "timeline#<author_id>"`,
 `sk = "<created_at>#<post_id>"` (created_at is the PostCreated's occurred_at, fixed-width RFC 3339,
 so the sort key orders by time, then post id), attributes `post_id`, `text`, `created_at`.
-A query with ScanIndexForward=False reads newest first. PostEdited and PostDeleted carry no author
-and no creation time, so the post's stream state (kept with its checkpoint) remembers them.
+A query with ScanIndexForward=False reads newest first. The entry is owned by the post's stream
+(its `_v` is the stream's version); a PostDeleted leaves a tombstone (`_deleted`, expiring), which
+readers skip. PostEdited and PostDeleted carry the post's author and creation time (posts schemas 3
+and 2), so each event is folded alone; `InMemoryProjection` also folds older events, from the
+per-stream state it keeps.
 """
 
 from __future__ import annotations
@@ -14,15 +17,8 @@ from typing import Any
 
 import posts.schemas  # noqa: F401  registers the upcasting steps of the events this projection reads
 from escore.envelope import Envelope
-from escore.projection import (
-    ProjectionSpec,
-    StreamState,
-    Write,
-    build_projector,
-    delete,
-    put,
-    update,
-)
+from escore.projection import ProjectionSpec, StreamState, Write, delete, put, update
+from escore.projector_lambda import build_projector
 from escore.runtime import Handler, lazy
 
 NAME = "user_timeline"
@@ -49,13 +45,25 @@ def _post_created(state: StreamState, event: Envelope) -> tuple[StreamState, lis
     return new_state, [put(_entry_key(new_state), entry)]
 
 
+def _known(state: StreamState, event: Envelope) -> StreamState:
+    """The post's facts: from the event (schemas that carry them), else from the stream state."""
+    data = event.data
+    if data.get("author_id") and data.get("created_at"):
+        post_id = state.get("post_id") or event.stream_id.partition("-")[2]  # `post-<post_id>`
+        return {"live": True, **state, "author_id": data["author_id"], "created_at": data["created_at"],
+                "post_id": post_id}
+    return state
+
+
 def _post_edited(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
+    state = _known(state, event)
     if not state.get("live"):
         return state, []
     return state, [update(_entry_key(state), set={"text": event.data["text"]})]
 
 
 def _post_deleted(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
+    state = _known(state, event)
     if not state.get("live"):
         return state, []
     return {**state, "live": False}, [delete(_entry_key(state))]
