@@ -50,6 +50,7 @@ MAX_RECORDS_PER_CALL = 500
 MAX_BYTES_PER_CALL = 5 * 1024 * 1024
 MAX_ATTEMPTS = 4  # per record, in process
 SAFETY_MARGIN_MS = 5_000  # stop retrying (and reading back) when the invocation has less time left
+STALE_SECONDS = 120  # a batch whose first record is older than this is read back even on a first mark
 
 
 @dataclass(slots=True)
@@ -129,6 +130,11 @@ class Publisher:
 
         try:
             earlier = self._marks.begin(_event_id(first), fallback_at=_created(first))
+            if earlier is None and 0 < _created(first) < self._clock() - STALE_SECONDS:
+                # A first mark for records this old: the mapping may have formed a new batch of
+                # records an earlier one (other first record) already attempted (records past the
+                # maximum age split off, a recreated mapping re-reading the stream). Read back.
+                earlier = _created(first)
             if earlier is not None:
                 result.reattempt = True
                 wanted = {o.key for queue in queues.values() for o in queue}
@@ -277,8 +283,11 @@ def _event_id(record: Mapping[str, Any]) -> str:
 
 def _created(record: Mapping[str, Any]) -> float:
     """When the record entered the DynamoDB stream: no attempt to publish it can be older."""
+    created = record["dynamodb"].get("ApproximateCreationDateTime", 0)
+    if hasattr(created, "timestamp"):  # a datetime, as boto3 parses the DynamoDB Streams API's answer
+        return float(created.timestamp())
     try:
-        return float(record["dynamodb"].get("ApproximateCreationDateTime", 0))
+        return float(created)  # epoch seconds, as Lambda sends it
     except (TypeError, ValueError):
         return 0.0
 

@@ -35,8 +35,8 @@ from escore.envelope import Envelope, new_id
 from eventstack import resources
 from eventstack.cli import app
 from eventstack.topology import TOPOLOGY
-from publisher.handler import MAX_ATTEMPTS, build
-from publisher.marks import MARK_KIND, MARK_TTL_SECONDS
+from publisher.handler import MAX_ATTEMPTS, Publisher, build
+from publisher.marks import MARK_KIND, MARK_TTL_SECONDS, AttemptMarks
 from tests.support.aws import create_table
 
 pytestmark = pytest.mark.integration
@@ -145,6 +145,26 @@ def test_a_crash_after_any_putrecords_call_then_the_retry_publishes_each_event_o
     assert result.published == 10 - before
     assert_exactly_once_in_order(kinesis_contents(aws["kinesis"]), written)
     assert len(marks(aws)) == 1
+
+
+def test_a_batch_of_old_records_with_a_new_first_record_is_read_back(aws: dict[str, Any]) -> None:
+    """The mapping formed another batch of records an earlier one already attempted (records past
+    the maximum age split off to the DLQ, a recreated mapping re-reading the stream): its first
+    record has no mark, but its records are old, so they are read back before anything is sent."""
+    written, records = a_history(aws)
+    with pytest.raises(Crash):
+        build(aws["env"], kinesis=CrashingKinesis(aws["kinesis"], 2), **NO_SLEEP)({"Records": records}, None)
+    later = records[1:]  # another first record: a first mark, no earlier attempt known
+    from publisher.handler import STALE_SECONDS, _created
+
+    created = max(_created(r) for r in later)
+
+    old = Publisher(aws["kinesis"], STREAM, marks=AttemptMarks(aws["dynamodb"], aws["table"]),
+                    sleep=lambda _: None, clock=lambda: created + STALE_SECONDS + 60)
+    result = old.publish(later)
+    assert result.response() == {"batchItemFailures": []} and result.already_published > 0
+    publisher(aws).publish(records)  # the first record too, as its own attempt would
+    assert_exactly_once_in_order(kinesis_contents(aws["kinesis"]), written)
 
 
 def test_crashes_on_every_attempt_still_end_with_each_event_once(aws: dict[str, Any]) -> None:
