@@ -112,6 +112,10 @@ class Failure:
     stream_id: str
     version: int
     reason: str
+    # The event itself cannot be applied by this code (its fold raised, its schema is too new): no
+    # retry helps. Otherwise (a missing predecessor, a failed write, behind one of those) a later
+    # delivery may succeed.
+    poison: bool = False
 
 
 @dataclass
@@ -179,6 +183,7 @@ class Projector:
         if not isinstance(self._table, str):
             self.table_name = self._table()
         failed: dict[str, tuple[str, str]] = {}  # event_id -> (namespace, reason)
+        poisoned: set[str] = set()
         cut: dict[str, str] = {}  # namespace -> position of its first failed delivery
         writes_of: dict[str, list[Write]] = {}
         order: list[Delivery] = []
@@ -196,8 +201,10 @@ class Projector:
                 writes_of[event.event_id] = self._fold(event)
             except SchemaTooNew as exc:
                 self._cut(cut, failed, delivery, f"schema too new: {exc}")
+                poisoned.add(event.event_id)
             except Exception as exc:
                 self._cut(cut, failed, delivery, f"projection {self.spec.name} cannot apply it: {exc!r}")
+                poisoned.add(event.event_id)
 
         items = self._plan(order, writes_of, cut, failed, owned=True)
         for item in items:
@@ -220,7 +227,8 @@ class Projector:
             else:
                 reason = ""
             if reason:
-                result.failed.append(Failure(event.event_id, event.stream_id, event.version, reason))
+                result.failed.append(Failure(event.event_id, event.stream_id, event.version, reason,
+                                             poison=event.event_id in poisoned))
             elif not writes_of.get(event.event_id):
                 result.skipped += 1
             elif outcome.get(event.event_id) == {"duplicate"}:

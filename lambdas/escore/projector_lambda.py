@@ -106,9 +106,23 @@ def kinesis_handler(projector: Projector, logger: Any = None, *, gate: Gate | No
         count("EventsApplied", result.applied)
         count("DuplicatesSkipped", result.duplicates)
         count("RecordsFailed", len(failed))
+        poison = [f for f in result.failed if f.poison]
+        if undecodable or poison:
+            # A record no retry can apply. Reporting it would send it back with everything behind it
+            # in its shard (which the engine does not write past it) until the retries run out and
+            # the whole tail is dead-lettered. A function error instead makes Lambda bisect the
+            # batch (the mapping's BisectBatchOnFunctionError) until the poison is alone: only it
+            # reaches the dead-letter queue, and the records around it go through.
+            what = [f"{len(undecodable)} undecodable record(s)"] if undecodable else []
+            what += [f"{f.stream_id} v{f.version}: {f.reason}" for f in poison[:3]]
+            raise PoisonedBatch(f"projection {projector.spec.name}: {'; '.join(what)}")
         return {"batchItemFailures": [{"itemIdentifier": s} for s in sorted(failed, key=_seq_key)]}
 
     return handle
+
+
+class PoisonedBatch(RuntimeError):
+    """The batch holds a record that can never be applied: fail the invocation, so Lambda bisects."""
 
 
 def _seq_key(sequence: str) -> tuple[int, str]:

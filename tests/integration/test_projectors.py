@@ -201,11 +201,19 @@ def test_bad_records_cut_their_shard_and_are_reported_never_crashing_the_batch(d
         kinesis_record(5, encode_record(too_new), too_new.stream_id),
     ]
     records[3]["kinesis"]["data"] = "%%%not base64"
-    response = handle({"Records": records}, None)
-    # Nothing after an undecodable record of a shard is written: it could touch the same items.
-    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == ["4", "5"]
-    # The good stream went through, past its unknown event, to its deletion.
+    # A record no retry can apply fails the invocation (Lambda bisects until it is alone and
+    # dead-letters it alone), after what comes before it in its shard is written; nothing after it
+    # is written: it could touch the same items.
+    from escore.projector_lambda import PoisonedBatch
+
+    with pytest.raises(PoisonedBatch, match="1 undecodable record"):
+        handle({"Records": records}, None)
+    # The good stream went through, past its unknown event, to its deletion; the record after the
+    # poison (too_new, which this code cannot read either) was not touched.
     assert ProfileReadModel(PROFILES_TABLE, dynamodb).post_count(user) == 0
+    with pytest.raises(PoisonedBatch, match="schema too new"):
+        handle({"Records": records[4:]}, None)
+    assert handle({"Records": records[:3]}, None) == {"batchItemFailures": []}  # again: all duplicates
     # Each kind of bad event, alone in its namespace: reported with its reason, and the namespace cut there.
     for bad, reason in ((too_new, "schema too new"), (bad_data, "projection user_profiles cannot apply it")):
         later = envelope("post-later", 1, "PostCreated", {"post_id": "l", "author_id": "w", "text": "x"}, at)
@@ -213,9 +221,10 @@ def test_bad_records_cut_their_shard_and_are_reported_never_crashing_the_batch(d
         reasons = {f.event_id: f.reason for f in result.failed}
         assert reasons[bad.event_id].startswith(reason), reasons
         assert reasons[later.event_id].startswith("behind a failed delivery")
+        assert [f.poison for f in result.failed] == [True, False]
     timeline = Projector(user_timeline.PROJECTION, TIMELINE_TABLE, dynamodb)
     result = timeline.apply(deliveries([gap]))
-    assert result.failed[0].reason.startswith("ahead of a missing predecessor")
+    assert result.failed[0].reason.startswith("ahead of a missing predecessor") and not result.failed[0].poison
     assert ProfileReadModel(PROFILES_TABLE, dynamodb).post_count("w") == 0
 
 
