@@ -16,8 +16,10 @@ request per batch (docs/decisions.md, "Exactly-once without checkpoints"):
   position order, and is conditioned on the watermark being below the first. That is exact
   because (a) a namespace is read in order by one reader at a time, (b) the engine never writes
   past a delivery it failed (a batch is cut at its first failed delivery, per namespace, so every
-  item's watermark stays below it and the re-delivery starts there), and (c) the same event never
-  appears at two positions of one namespace (the publisher relays exactly once).
+  item's watermark stays below it and the re-delivery starts there), and (c) the same event does
+  not appear at two positions of one namespace: the publisher relays exactly once, and the item
+  keeps the tags of the last RECENT_EVENTS events it took from the namespace (`_r#<namespace>`), so
+  a re-sent copy that comes within that many events of its original is dropped as well.
 
 A condition that fails returns the old item (no extra read): its `_v` or watermark says which of
 the carried events are already applied; the rest are written again. Writes to one item inside a
@@ -30,9 +32,11 @@ engine passes an empty state: events carry what their folds need (e.g. `PostDele
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +46,7 @@ from escore.upcasting import SchemaTooNew, UpcasterRegistry, upcasters
 from escore.writes import (
     DELETED_ATTRIBUTE,
     EXPIRES_ATTRIBUTE,
+    RECENT_PREFIX,
     VERSION_ATTRIBUTE,
     WATERMARK_PREFIX,
     Key,
@@ -67,6 +72,8 @@ log = logging.getLogger(__name__)
 StreamState = dict[str, Any]
 Fold = Callable[[StreamState, Envelope], tuple[StreamState, list[Write]]]
 
+RECENT_EVENTS = 24  # per shared item and namespace: the last events applied (their 64-bit tags)
+RECENT_ITEMS_CACHED = 20_000  # items whose recent events this process remembers
 POSITION_WIDTH = 64  # Kinesis sequence numbers have up to 56 digits; zero-padded they sort as strings
 TOMBSTONE_TTL_SECONDS = 8 * 24 * 3600  # longer than any re-delivery: Kinesis keeps records 1-7 days
 WRITE_ATTEMPTS = 4
@@ -146,10 +153,6 @@ class _Item:
         return delivery.position if self.shared else delivery.event.version
 
 
-class _Failed(Exception):
-    pass
-
-
 class Projector:
     """Applies deliveries to one projection table. Thread-compatible, not thread-safe."""
 
@@ -173,6 +176,8 @@ class Projector:
         self._max_attempts = max_attempts
         self._sleep = sleep
         self._clock = clock
+        # (shared item, namespace) -> the recent events this process last wrote to it (escore.writes)
+        self._recent: OrderedDict[tuple[Key, str], tuple[str, ...]] = OrderedDict()
 
     def apply(self, deliveries: Sequence[Delivery]) -> ApplyResult:
         """Apply a batch (any mix of namespaces, duplicates allowed); report what was done.
@@ -288,17 +293,15 @@ class Projector:
         """Write one item; entries already applied are marked duplicates; a failure cuts their namespace."""
         # A failure found since planning may have cut a namespace: nothing at or past a cut is written.
         item.entries = [e for e in item.entries if _open(e[0], cut, failed)]
-        pending = list(item.entries)
+        slot = (item.key, item.namespace)
+        recent = self._recent.get(slot) if item.shared else None  # None: not known in this process
+        pending = [e for e in item.entries if recent is None or _tag(e[0]) not in recent]
         done: list[tuple[Delivery, Write]] = []
         for attempt in range(1, self._max_attempts + 1):
             if not pending:
                 break
             try:
-                old = self._request(item, pending)
-            except _Failed as exc:
-                for delivery, _ in pending:
-                    self._cut(cut, failed, delivery, str(exc))
-                return
+                old, written = self._request(item, pending, recent)
             except Exception as exc:
                 code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
                 if code in _RETRYABLE_CODES and attempt < self._max_attempts:
@@ -310,17 +313,24 @@ class Projector:
                 return
             if old is None:  # written
                 done.extend(pending)
+                if item.shared:
+                    self._remember(slot, written)
                 break
             mark = old.get(WATERMARK_PREFIX + item.namespace if item.shared else VERSION_ATTRIBUTE)
+            if item.shared:  # the item as it is: its watermark and its recent events say what is applied
+                recent = tuple(str(old.get(RECENT_PREFIX + item.namespace, {}).get("S", "")).split())
+                applied = str(mark["S"]) if mark is not None else ""
+                pending = [e for e in pending if e[0].position > applied and _tag(e[0]) not in recent]
+                continue
             if mark is None:
-                if item.shared or pending[0][1].may_create:
+                if pending[0][1].may_create:
                     continue  # the item changed between our write and its answer: try again
                 for delivery, _ in pending:
                     self._cut(cut, failed, delivery, f"ahead of a missing predecessor: {item.key} has not "
                                                      f"been created by {delivery.event.stream_id} yet")
                 return
-            applied = str(mark["S"]) if item.shared else int(mark["N"])
-            pending = [e for e in pending if item.order(e[0]) > applied]
+            version = int(mark["N"])
+            pending = [e for e in pending if e[0].event.version > version]
         else:
             if pending:
                 for delivery, _ in pending:
@@ -329,12 +339,21 @@ class Projector:
         item.entries = [(d, w) for d, w in item.entries if (d, w) in done] + [
             (d, _DUPLICATE) for d, w in item.entries if (d, w) not in done]
 
+    def _remember(self, slot: tuple[Key, str], recent: tuple[str, ...]) -> None:
+        cache = self._recent
+        cache[slot] = recent
+        cache.move_to_end(slot)
+        while len(cache) > RECENT_ITEMS_CACHED:
+            cache.popitem(last=False)
+
     def _collect(self, item: _Item, outcome: dict[str, set[str]]) -> None:
         for delivery, write in item.entries:
             outcome.setdefault(delivery.event.event_id, set()).add("duplicate" if write is _DUPLICATE else "applied")
 
-    def _request(self, item: _Item, entries: list[tuple[Delivery, Write]]) -> dict[str, Any] | None:
-        """One conditional request for `entries` (coalesced); None if written, else the old item."""
+    def _request(self, item: _Item, entries: list[tuple[Delivery, Write]], recent: tuple[str, ...] | None
+                 ) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
+        """One conditional request for `entries` (coalesced): (None, the shared item's new recent
+        events) if written, else (the old item, ())."""
         merged = entries[0][1]
         for _, write in entries[1:]:
             merged = merged.then(write)
@@ -353,10 +372,17 @@ class Projector:
             values[alias] = attr
             return alias
 
+        written: tuple[str, ...] = ()
         if item.shared:
-            mark = name(WATERMARK_PREFIX + item.namespace)
-            condition = f"attribute_not_exists({mark}) OR {mark} < {value({'S': first.position})}"
-            sets = [f"{mark} = {value({'S': last.position})}"]
+            mark, tags = name(WATERMARK_PREFIX + item.namespace), name(RECENT_PREFIX + item.namespace)
+            condition = f"(attribute_not_exists({mark}) OR {mark} < {value({'S': first.position})})"
+            # The recent events are replaced, not appended to: the write holds only if they are what
+            # this process last wrote (or read back); else the old item comes back and we know them.
+            condition += (f" AND {tags} = {value({'S': ' '.join(recent)})}" if recent
+                          else f" AND attribute_not_exists({tags})")
+            written = tuple(_tag(d) for d, _ in reversed(entries))[:RECENT_EVENTS] + (recent or ())
+            written = written[:RECENT_EVENTS]
+            sets = [f"{mark} = {value({'S': last.position})}", f"{tags} = {value({'S': ' '.join(written)})}"]
             sets += [f"{name(n)} = {value(to_attr(v))}" for n, v in merged.set.items()]
             adds = [f"{name(n)} {value(to_attr(v))}" for n, v in merged.add.items()]
             expression = f"SET {', '.join(sets)}" + (f" ADD {', '.join(adds)}" if adds else "")
@@ -392,12 +418,17 @@ class Projector:
             response = getattr(exc, "response", None)
             if isinstance(response, dict) and response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 old: dict[str, Any] = response.get("Item") or {}
-                return old
+                return old, ()
             raise
-        return None
+        return None, written
 
 
 _DUPLICATE = Write(("", ""), "update")  # marks an entry found already applied
+
+
+def _tag(delivery: Delivery) -> str:
+    """A short, collision-resistant id of the event (64 bits), for a shared item's recent events."""
+    return hashlib.blake2b(delivery.event.event_id.encode(), digest_size=8).hexdigest()
 
 
 def _open(delivery: Delivery, cut: Mapping[str, str], failed: Mapping[str, tuple[str, str]]) -> bool:

@@ -10,7 +10,9 @@ Two kinds of item, told apart by the write (docs/decisions.md, "Exactly-once wit
 - a **shared** item is written by many streams (a user's `post_count`, a tag's count). Its writes
   are `count`: ADD of counters plus SET of attributes every stream sets to the same value. ADDs
   commute, so the order of streams does not matter; each delivery is applied once by a per-source
-  position watermark on the item (`_w#<namespace>`).
+  position watermark on the item (`_w#<namespace>`), and the item also keeps the tags of the last
+  events it took from that source (`_r#<namespace>`), so that the same event arriving again at a
+  new position (a re-send) shortly after is recognised too.
 
 Pure: no boto3. `apply_write` gives the effect on a plain dict, for tests and in-memory folds.
 """
@@ -28,6 +30,7 @@ Op = Literal["update", "put", "delete", "count"]
 VERSION_ATTRIBUTE = "_v"
 DELETED_ATTRIBUTE = "_deleted"
 WATERMARK_PREFIX = "_w#"
+RECENT_PREFIX = "_r#"
 EXPIRES_ATTRIBUTE = "expires_at"  # a tombstone's TTL (the projection tables' TTL attribute)
 
 
