@@ -18,6 +18,16 @@ so a redrive may be repeated.
 A message is deleted only when its whole range was read and the handler reported no failure; otherwise
 it stays (and becomes visible again after the visibility timeout).
 
+A projector's range is applied exactly once, in a namespace of its own (escore.projection):
+`redrive:<stream>:<shard>:<startSequenceNumber>` (the event's `eventstackNamespace` key,
+escore.projector_lambda). The shard's own namespace cannot be used: later batches have moved the
+shared items' watermarks past the range, whose records were never applied to them (the engine cuts
+a batch at its first failed delivery). Owned items are de-duplicated by version whatever the
+namespace; shared items by the redrive namespace's watermark, so redriving the same message again
+changes nothing. Records a replay has applied since (the table's `$control`/`$coverage` item: per
+shard, the position up to which the replay wrote everything) are left out, and a projector's
+message is not redriven while a replay holds the table (its control item, escore.control).
+
 Order: redrive the publishers' queues before the projectors' ones: a projector may have failed events
 that were waiting for a predecessor the publisher had failed to relay.
 Records past the stream's retention (24 h by default) cannot be re-read: such a message is reported
@@ -28,11 +38,15 @@ from __future__ import annotations
 
 import base64
 import importlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from escore.control import read_control, read_coverage
+from escore.projection import position_of
+from escore.projector_lambda import NAMESPACE_KEY, namespace
 from escore.tables import TableResolver, table_env, table_parameter_env
 from eventstack.local.functions import ensure_lambdas_importable
 from eventstack.resources import Resources
@@ -110,6 +124,7 @@ class RedriveReport:
     redriven: int = 0  # messages whose records were all handled (deleted from the queue)
     kept: int = 0
     records: int = 0
+    covered: int = 0  # projector records a replay had applied since: left out
     problems: list[str] = field(default_factory=list)
 
 
@@ -123,6 +138,7 @@ class DeadLetters:
         self.client = clients
         self.topology = topology
         self.sqs = clients("sqs")
+        self.projector_tables: dict[str, str] = {}  # mapping -> the active table its handler writes
 
     def queue_url(self, queue: str) -> str | None:
         try:
@@ -181,7 +197,12 @@ class DeadLetters:
                     report.kept += 1
                     continue
                 assert handler is not None
-                response = handler({"Records": records}, None) or {}
+                event: dict[str, Any] | None = {"Records": records}
+                table = self.projector_tables.get(mapping)
+                if table is not None:
+                    event = self.projector_event(failure, records, table)
+                    report.covered += len(records) - (len(event["Records"]) if event else 0)
+                response = (handler(event, None) or {}) if event else {}
                 failed = response.get("batchItemFailures") or []
                 if failed:
                     raise RuntimeError(f"{len(failed)} record(s) failed again, from {failed[0].get('itemIdentifier')}")
@@ -216,11 +237,27 @@ class DeadLetters:
                 }
                 active = TableResolver(env, projection.name, ssm_client=self.client("ssm"), cache_seconds=0)()
                 env[table_env(projection.name)] = active
+                self.projector_tables[mapping] = active
                 env.pop(table_parameter_env(projection.name))
                 module = importlib.import_module(projection.handler.rsplit(".", 1)[0])
                 built = module.build(env)
                 return built
         raise KeyError(f"no mapping {mapping!r}")
+
+    def projector_event(self, failure: Failure, records: list[dict[str, Any]], table: str) -> dict[str, Any] | None:
+        """The Lambda event that redrives a projector's range into `table`, in the range's own
+        namespace, without the records a replay has applied since; None if none is left."""
+        dynamodb = self.client("dynamodb")
+        held = read_control(dynamodb, table)
+        if held is not None and held.active(time.time()):
+            raise RuntimeError(f"a replay holds {table} ({held.mode}): redrive once it has finished")
+        stream = failure.stream_arn.split("/", 1)[1]
+        shard = namespace(stream, failure.shard_id)
+        covered = read_coverage(dynamodb, table).get(shard, "")
+        left = [r for r in records if position_of(r["kinesis"]["sequenceNumber"]) > covered]
+        if not left:
+            return None
+        return {"Records": left, NAMESPACE_KEY: f"redrive:{shard}:{failure.start}"}
 
     def read_range(self, failure: Failure) -> list[dict[str, Any]]:
         """The records of [start, end] of the failure's shard, shaped as Lambda delivers them."""

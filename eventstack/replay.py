@@ -1,36 +1,32 @@
-"""Rebuilding a projection from the archive, then handing it to the live stream.
+"""Rebuilding a projection from the archive and its stream, then handing it to the live projector.
 
-`Replayer.run()` does, for one projection (`eventstack replay PROJECTION`):
+`Replayer.run()` does, for one projection (`eventstack replay PROJECTION`; docs/replay.md):
 
-1. Target. `into="new"`: create a fresh table `<base>-g<UTC timestamp>` with the projection's key
-   schema (topology `Projection.table`); readers keep using the active table. `into="in-place"`:
-   delete every item of the active table (projector checkpoints included) and rebuild it there.
-2. Archive. `ArchiveReader` lists the archive of the projection's source services (pruned by
-   `since`/`until`), de-duplicates, orders each stream by version, upcasts; every event is marked
-   `metadata.replayed = true` and fed, in batches, to the same `escore.projection.Projector` the live
-   Lambda runs (several batches at once: stream-disjoint, one Projector per thread). The projector's
-   per-stream version guards make any re-application a no-op.
-3. Catch-up. Each source's Kinesis stream is read from TRIM_HORIZON to its tip into the target:
-   what the archive does not hold yet (Firehose buffering) is within the stream's retention, and
-   what both hold is skipped by version. Nothing between the end of the archive and now is lost or
-   applied twice.
-4. Switch (`into="new"` only, and only if nothing failed): the projection's active-table pointer
-   (SSM, `escore.tables`) is set to the new table. Live projectors and readers resolve the pointer
-   with a cache of `TABLE_CACHE_SECONDS`, so for `handoff_seconds` (longer than that) the replay
-   keeps tailing the streams into the new table: an event a projector still wrote to the old table
-   in that window reaches the new one too. The old table stays (`drop_old`, or `drop_table`, removes it).
+1. Record. The archive objects are listed (the last key per service is kept), then, per source
+   Kinesis stream and shard, the **cut**: the sequence number of the shard's last record at that
+   moment. Every archived event was on the stream before the listing, so it is at or before the cut
+   of its shard. The replay record (SSM `/eventstack/<stage>/projections/<name>/replay`) holds the
+   parameters; the cuts go into the target table (`$replay#cuts`), read by every worker.
+   `into="new"`: a fresh table `<base>-g<UTC timestamp>`. `into="in-place"`: the active table gets
+   the `rebuild` control item (escore.control: the live projector writes nothing into it), replay
+   waits longer than the gate's cache, then empties it (the control item excepted).
+2. Fold (each worker, `shard=(i, n)`: the streams of the i-th of n hash ranges). The stream's
+   records of the worker's streams from TRIM_HORIZON up to each shard's cut, then the archive,
+   partition by partition, each stream's archived events followed by those of its stream records
+   not in the archive, folded with per-stream state by `escore.rebuild.TableFold` (so events written
+   before they carried their folds' facts fold right); what both sources hold is skipped by version.
+   Owned items are written after each partition; shared items at the end, in the namespace
+   `replay:<i>/<n>`, each marked `_w#<stream>:<shard>` = the cut of every shard. Every worker folds
+   up to the same cuts, so every shared item then holds every event up to every cut, as it says.
+3. Finish (the worker that finds all n done). The **tail** applies each shard after its cut with
+   `Projector.apply` in the shard's own namespace, the live projector's: the two de-duplicate each
+   other. Then the hand-off: the control item becomes `handoff` with the tail's positions (the live
+   projector writes no batch that starts beyond them), the pointer is switched (`into="new"`), the
+   tail goes on for `handoff_seconds` (longer than the table cache), then the table's coverage
+   (`$control`/`$coverage`, what `dlq redrive` skips) is written and the control item removed.
 
-Checkpoints (`resume`): the replay's parameters are kept in an SSM parameter
-(`/eventstack/<stage>/projections/<name>/replay`: target table, since/until, the last archive key
-listed per service, shard count), and each shard's progress in an item of the target table
-(`pk = "$replay#<i>/<n>"`): the partitions completed and, inside the current one, the last stream
-whose events were all applied. A resumed run lists the same objects (no key after the recorded last
-one), skips completed partitions and streams, and re-applies at most one wave of batches, which the
-version guards turn into no-ops.
-
-Sharding (`shard=(i, n)`): n workers (laptops, container tasks) each replay the streams of one hash
-range into the same target. The first creates the target and the replay record; the others join
-it. The worker that finds all n shards complete does the catch-up, the switch and the hand-off.
+Resume: a worker run again re-folds and re-writes; the writes' conditions make what was written a
+no-op. Each worker's "done" marker (`$replay#<i>/<n>`) keeps finished workers from running again.
 """
 
 from __future__ import annotations
@@ -40,29 +36,34 @@ import importlib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import orjson
 
-from escore.envelope import Envelope, EnvelopeError, decode
-from escore.projection import ApplyResult, ProjectionSpec, Projector
+from escore import control
+from escore.control import GATE_CACHE_SECONDS
+from escore.envelope import Envelope
+from escore.projection import ApplyResult, ProjectionSpec
+from escore.rebuild import FoldStats, WriteStats
 from escore.tables import TABLE_CACHE_SECONDS, table_parameter_name
 from escore.upcasting import UpcasterRegistry, upcasters
+from eventstack import replay_tables as tables
 from eventstack.archive import ArchiveReader, ReadStats, load_upcasters
 from eventstack.local.functions import ensure_lambdas_importable
+from eventstack.replay_streams import shards_parents_first
 from eventstack.resources import Resources
 from eventstack.topology import TOPOLOGY, Projection, Topology
 
 Into = Literal["new", "in-place"]
 REPLAYED = "replayed"  # metadata flag: side-effect consumers skip events that carry it
-PROGRESS_PK = "$replay#"
-PROGRESS_SK = "$progress"
 GENERATION_RE = re.compile(r"-g\d{14}$")
 HANDOFF_SECONDS = 2 * TABLE_CACHE_SECONDS + 10
+FENCE_SECONDS = 2 * GATE_CACHE_SECONDS + 5  # after the rebuild control is written, before emptying
+LEASE_SECONDS = 900.0  # a rebuild control's lease, renewed while the replay works
+_shards_parents_first = shards_parents_first
 
 
 class ReplayError(RuntimeError):
@@ -115,12 +116,13 @@ class ReplaySummary:
     projection: str
     table: str = ""
     events_read: int = 0  # archive lines + stream records read
-    duplicates: int = 0  # dropped by event_id in the archive, or by version in the projector
-    applied: int = 0
+    duplicates: int = 0  # dropped by event_id in the archive, or by version (archive and stream overlap)
+    applied: int = 0  # events folded into the table (and applied by the tail)
     skipped: int = 0  # events of types the projection does not read
     failed: int = 0
     failures: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # archive gaps, conflicts, bad lines
+    writes: WriteStats = field(default_factory=WriteStats)  # the rebuild's item writes
     switched: bool = False
     waiting_for_shards: int = 0
     seconds: float = 0.0
@@ -133,16 +135,31 @@ class ReplaySummary:
     def line(self) -> str:
         return (
             f"events read: {self.events_read}, duplicates dropped: {self.duplicates}, "
-            f"events applied: {self.applied}, seconds: {self.seconds:.1f}"
+            f"events applied: {self.applied}, items written: {self.written}, seconds: {self.seconds:.1f}"
         )
 
     def add(self, result: ApplyResult) -> None:
         self.applied += result.applied
         self.skipped += result.skipped
         self.duplicates += result.duplicates
-        self.failed += len(result.failed)
-        for failure in result.failed[: max(0, 10 - len(self.failures))]:
-            self.failures.append(f"{failure.stream_id} v{failure.version}: {failure.reason}")
+
+    def add_fold(self, stats: FoldStats) -> None:
+        self.applied += stats.folded
+        self.skipped += stats.skipped
+        self.duplicates += stats.duplicates
+        self.failed += stats.failed
+        self.failures += stats.failures[: max(0, 10 - len(self.failures))]
+        self.problems += stats.problems()
+
+    @property
+    def written(self) -> int:
+        """Item writes of the rebuild that changed the table."""
+        return self.writes.written
+
+    @property
+    def already(self) -> int:
+        """Item writes of the rebuild found done already (by the run that a resumed one continues)."""
+        return self.writes.already
 
 
 @dataclass
@@ -154,14 +171,17 @@ class ReplayOptions:
     resume: bool = False
     abandon: bool = False
     shard: tuple[int, int] = (0, 1)
-    batch_size: int = 500  # events per Projector.apply call
-    apply_workers: int = 4
+    batch_size: int = 500  # stream records per tail apply (a Kinesis page)
+    apply_workers: int = 4  # concurrent item writes
     read_workers: int = 8
     memory_budget: int | None = None
     catch_up: bool = True
     handoff_seconds: float = HANDOFF_SECONDS
     drop_old: bool = False
-    poll_seconds: float = 0.5
+    poll_seconds: float = 1.0  # the tail's pause between reads of the shards' tips
+    fence_seconds: float = FENCE_SECONDS
+    lease_seconds: float = LEASE_SECONDS
+    join_timeout_seconds: float = 600.0  # a joining worker waits this long for the record to be ready
 
 
 @dataclass
@@ -207,8 +227,6 @@ class Replayer:
         self.hooks = hooks or (lambda _phase: None)
         self.clock = clock
         self.summary = ReplaySummary(options.projection)
-        self._summary_lock = threading.Lock()
-        self._local = threading.local()
 
     # names --------------------------------------------------------------------------------------
     @property
@@ -219,6 +237,10 @@ class Replayer:
     def record_name(self) -> str:
         return replay_parameter_name(self.resources.stage, self.projection.name)
 
+    @property
+    def streams(self) -> list[str]:
+        return [self.resources.stream(service) for service in self.projection.sources]
+
     def initial_table(self) -> str:
         return self.resources.table(self.projection.name)
 
@@ -227,21 +249,40 @@ class Replayer:
 
     # the run ------------------------------------------------------------------------------------
     def run(self) -> ReplaySummary:
+        from eventstack.replay_work import Finisher, Worker
+
         started = time.monotonic()
         try:
             if self.options.abandon:
                 self._abandon()
                 return self.summary
             record = self._begin()
-            self.summary.table = record["table"]
-            self._replay_archive(record)
-            if self._all_shards_done(record):
-                self._finish(record)
-            else:
-                self.summary.waiting_for_shards = self._shards_left(record)
+            self.summary.table = table = record["table"]
+            cuts = self.cuts(record)
+            with self._lease(record):
+                if tables.get_state(self.clients.dynamodb, table, tables.done_key(self.options.shard)) is None:
+                    if not Worker(self, record, cuts).run():
+                        return self.summary  # problems: no done marker, nothing switched
+                else:
+                    self.progress.note(f"shard {self.options.shard[0]}/{self.options.shard[1]}: already done")
+                left = self._shards_left(record)
+                if left:
+                    self.summary.waiting_for_shards = left
+                    return self.summary
+                if not tables.put_state(self.clients.dynamodb, table, tables.CLAIM,
+                                        {"shard": list(self.options.shard)}, only_new=True) and not self.options.resume:
+                    self.progress.note("every shard is done; another worker is finishing (--resume to take over)")
+                    return self.summary
+                Finisher(self, record, cuts).run()
         finally:
             self.summary.seconds = time.monotonic() - started
         return self.summary
+
+    def cuts(self, record: dict[str, Any]) -> dict[str, dict[str, str]]:
+        state = tables.get_state(self.clients.dynamodb, record["table"], tables.CUTS)
+        if state is None:
+            raise ReplayError(f"the replay into {record['table']} has no cuts: --abandon it")
+        return {stream: dict(shards) for stream, shards in state["cuts"].items()}
 
     def _begin(self) -> dict[str, Any]:
         """Create (or, resuming or joining a sharded run, load) the replay record and its target."""
@@ -259,319 +300,147 @@ class Replayer:
                 raise ReplayError(f"the replay in progress is --into {record['into']}")
             if record.get("shards", 1) != o.shard[1]:
                 raise ReplayError(f"the replay in progress runs with {record.get('shards', 1)} shard(s)")
-            if record["into"] == "new" and not self._table_exists(record["table"]):
-                if o.resume:  # the first run stopped between recording the replay and creating its table
-                    self._create_table(record["table"])
-                else:  # joining: the worker that recorded it is creating it
-                    self.clients.dynamodb.get_waiter("table_exists").wait(
-                        TableName=record["table"], WaiterConfig={"Delay": 2, "MaxAttempts": 150}
-                    )
+            if record.get("phase") != "building":
+                if o.resume and tuple(record.get("creator", (0, 1))) == o.shard:
+                    self._prepare(record)  # the worker that recorded it stopped while preparing
+                else:
+                    record = self._wait_until_ready()
+            if record["into"] == "in-place":
+                self._check_fence(record)
             return record
         if o.resume:
             raise ReplayError(f"no replay of {self.projection.name} to resume")
         now = self.clock()
         active = self.active_table()
-        if o.into == "new":
-            base = GENERATION_RE.sub("", active)
-            table = f"{base}-g{now:%Y%m%d%H%M%S}"
-        else:
-            table = active
+        table = f"{GENERATION_RE.sub('', active)}-g{now:%Y%m%d%H%M%S}" if o.into == "new" else active
         reader = self._reader()
         max_keys: dict[str, str] = {}
-        for service in self.projection.sources:
+        for service in self.projection.sources:  # listed before the cuts are read: archived <= cut
             objects = reader.list(service, o.since, o.until)
             if objects:
                 max_keys[service] = objects[-1].key
         record = {
-            "projection": self.projection.name,
-            "into": o.into,
-            "table": table,
-            "previous": active,
-            "since": o.since.isoformat() if o.since else None,
-            "until": o.until.isoformat() if o.until else None,
-            "max_keys": max_keys,
-            "shards": o.shard[1],
-            "started_at": now.isoformat(),
+            "projection": self.projection.name, "into": o.into, "table": table, "previous": active,
+            "since": o.since.isoformat() if o.since else None, "until": o.until.isoformat() if o.until else None,
+            "max_keys": max_keys, "shards": o.shard[1], "started_at": now.isoformat(),
+            "phase": "preparing", "creator": list(o.shard), "catch_up": o.catch_up,
         }
-        created = self._create_parameter(self.record_name, orjson.dumps(record).decode())
-        if not created:  # another shard worker got there first: join its record
-            return self._begin()
-        if o.into == "new":
-            self._create_table(table)
+        if not self._create_parameter(self.record_name, orjson.dumps(record).decode()):
+            return self._begin()  # another shard worker got there first: join its record
+        self._prepare(record)
         return record
+
+    def _prepare(self, record: dict[str, Any]) -> None:
+        """The target made ready (created, or fenced and emptied), the cuts fixed; then `building`."""
+        dynamodb, table = self.clients.dynamodb, record["table"]
+        if record["into"] == "new":
+            if not tables.table_exists(dynamodb, table):
+                spec = self.projection.table
+                from escore.writes import EXPIRES_ATTRIBUTE
+
+                tags = {"eventstack:projection": self.projection.name, "eventstack:stage": self.resources.stage,
+                        "eventstack:built-by": "replay"}
+                for note in tables.create_table(dynamodb, table, spec.partition_key, spec.sort_key, tags,
+                                                spec.ttl_attribute or EXPIRES_ATTRIBUTE):
+                    self.progress.note(note)
+                self.progress.note(f"created {table}")
+        else:
+            control.put_rebuild(dynamodb, table, time.time() + self.options.lease_seconds)
+            self.hooks("fenced")
+            self.progress.note(f"{table}: the live projector is held back; emptying it in {self.options.fence_seconds:.0f} s")
+            time.sleep(self.options.fence_seconds)  # every gate has seen the control item
+            tables.empty_table(dynamodb, table)
+        if tables.get_state(dynamodb, table, tables.CUTS) is None:
+            cuts = read_cuts_of(self.clients.kinesis, self.streams) if record.get("catch_up", True) else {}
+            tables.put_state(dynamodb, table, tables.CUTS, {"cuts": cuts}, only_new=True)
+        record["phase"] = "building"
+        self._put_parameter(self.record_name, orjson.dumps(record).decode())
+        self.hooks("recorded")
+
+    def _wait_until_ready(self) -> dict[str, Any]:
+        deadline = time.monotonic() + self.options.join_timeout_seconds
+        while True:
+            existing = self._get_parameter(self.record_name)
+            if existing is None:
+                raise ReplayError(f"the replay of {self.projection.name} was abandoned")
+            record: dict[str, Any] = orjson.loads(existing)
+            if record.get("phase") == "building":
+                return record
+            if time.monotonic() > deadline:
+                raise ReplayError("the replay record is still being prepared by its first worker "
+                                  "(if it died, run its command again with --resume)")
+            time.sleep(self.options.poll_seconds)
+
+    def _check_fence(self, record: dict[str, Any]) -> None:
+        """In place: the live projector must have been held back since the table was emptied."""
+        table = record["table"]
+        held = control.read_control(self.clients.dynamodb, table)
+        if held is None:
+            if tables.get_state(self.clients.dynamodb, table, tables.CLAIM) is not None:
+                return  # handed off already: what is left is the clean-up
+            raise ReplayError(f"{table} has no control item: the live projector may have written into the "
+                              "half-built table; --abandon, then replay again")
+        if held.mode == "rebuild" and not held.active(time.time()):
+            raise ReplayError(f"the hold on {table}'s live projector lapsed at "
+                              f"{datetime.fromtimestamp(held.until, UTC):%Y-%m-%d %H:%M:%S} UTC: it may have "
+                              "written into the half-built table; --abandon, then replay again")
+
+    @contextlib.contextmanager
+    def _lease(self, record: dict[str, Any]) -> Iterator[None]:
+        """While this worker runs, renew the in-place rebuild's hold on the live projector."""
+        if record["into"] != "in-place":
+            yield
+            return
+        stop = threading.Event()
+        every = max(1.0, self.options.lease_seconds / 3)
+
+        def renew() -> None:
+            while not stop.wait(every):
+                with contextlib.suppress(Exception):  # the next round tries again
+                    control.renew(self.clients.dynamodb, record["table"], "rebuild",
+                                  time.time() + self.options.lease_seconds)
+
+        thread = threading.Thread(target=renew, name="replay-lease", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
 
     def _abandon(self) -> None:
         existing = self._get_parameter(self.record_name)
         if existing is None:
             raise ReplayError(f"no replay of {self.projection.name} in progress")
         record = orjson.loads(existing)
-        if record["into"] == "new" and record["table"] != self.active_table():
-            self._delete_table(record["table"])
-            self.progress.note(f"deleted the half-built table {record['table']}")
+        dynamodb, table = self.clients.dynamodb, record["table"]
+        if record["into"] == "new" and table != self.active_table():
+            tables.delete_table(dynamodb, table)
+            self.progress.note(f"deleted the half-built table {table}")
+        elif tables.table_exists(dynamodb, table):
+            control.delete_control(dynamodb, table)
+            self.cleanup(record)
+            self.progress.note(f"released {table}'s live projector; the table may be incomplete: replay it again")
         self.clients.ssm.delete_parameter(Name=self.record_name)
-        self.summary.table = record["table"]
+        self.summary.table = table
 
-    # archive --------------------------------------------------------------------------------
+    def cleanup(self, record: dict[str, Any]) -> None:
+        keys = [tables.done_key((i, int(record["shards"]))) for i in range(int(record["shards"]))]
+        tables.delete_items(self.clients.dynamodb, record["table"], [*keys, tables.CUTS, tables.CLAIM])
+
+    def _shards_left(self, record: dict[str, Any]) -> int:
+        count = int(record.get("shards", 1))
+        return sum(1 for index in range(count)
+                   if tables.get_state(self.clients.dynamodb, record["table"], tables.done_key((index, count))) is None)
+
+    # archive ------------------------------------------------------------------------------------
     def _reader(self) -> ArchiveReader:
         kwargs: dict[str, Any] = {"workers": self.options.read_workers, "upcaster": self.upcaster}
         if self.options.memory_budget:
             kwargs["memory_budget"] = self.options.memory_budget
         return ArchiveReader(self.resources.archive_bucket, self.clients.s3, **kwargs)
 
-    def _replay_archive(self, record: dict[str, Any]) -> None:
-        o = self.options
-        table = record["table"]
-        progress_key = self._progress_key(o.shard)
-        state = self._get_progress(table, progress_key)
-        if state is None:
-            if record["into"] == "in-place":
-                self.progress.note(f"emptying {table}")
-                self._empty_table(table)
-            state = {"done": [], "partitions": None, "current": None, "after": None, "complete": False}
-            self._put_progress(table, progress_key, state)
-        if state["complete"]:
-            self.progress.note(f"shard {o.shard[0]}/{o.shard[1]}: archive already replayed")
-            return
-        since = datetime.fromisoformat(record["since"]) if record["since"] else None
-        until = datetime.fromisoformat(record["until"]) if record["until"] else None
-        reader = self._reader()
-        objects = []
-        for service in self.projection.sources:
-            max_key = record["max_keys"].get(service)
-            if max_key is not None:
-                objects += reader.list(service, since, until, max_key=max_key)
-        partitions = state["partitions"] or reader.partitions_for(objects, o.shard)
-        state["partitions"] = partitions
-        self.progress.phase("reading archive", len(objects))
-        stats = self.summary.archive
-
-        def on_scan(what: str, amount: int) -> None:
-            if what == "object":
-                self.progress.advance(amount)
-
-        parts = reader.read(
-            objects,
-            shard=o.shard,
-            partitions=partitions,
-            skip_partitions=state["done"],
-            require_start=since is None,
-            stats=stats,
-            progress=on_scan,
-            mark={REPLAYED: True},
-        )
-        first = True
-        dropped = 0
-        for partition in parts:
-            if first:  # the scan is over: the lines to apply are known
-                self.progress.phase("applying", stats.events_read)
-                first = False
-            streams = partition.streams
-            if state["current"] == partition.index and state["after"] is not None:
-                streams = [(sid, ev) for sid, ev in streams if sid > state["after"]]
-            state["current"] = partition.index
-            self._apply_partition(table, streams, state, progress_key)
-            state["done"].append(partition.index)
-            state["current"], state["after"] = None, None
-            self._put_progress(table, progress_key, state)
-            now_dropped = stats.duplicates + stats.bad_lines
-            self.progress.advance(now_dropped - dropped)  # duplicates count as done on the bar
-            dropped = now_dropped
-        self.summary.events_read += stats.events_read
-        self.summary.duplicates += stats.duplicates
-        self.summary.problems += stats.problems()
-        if stats.ok and not self.summary.failed:
-            state["complete"] = True
-            self._put_progress(table, progress_key, state)
-        self.hooks("archive-done")
-
-    def _apply_partition(
-        self, table: str, streams: Sequence[tuple[str, list[Envelope]]], state: dict[str, Any], progress_key: str
-    ) -> None:
-        wave = max(1, self.options.apply_workers) * 4
-        batches = list(_batches(streams, self.options.batch_size))
-        with ThreadPoolExecutor(max_workers=max(1, self.options.apply_workers)) as pool:
-            for start in range(0, len(batches), wave):
-                chunk = batches[start : start + wave]
-                for _ in pool.map(lambda unit: self._apply_in_slices(table, unit[1]), chunk):
-                    pass
-                state["after"] = chunk[-1][0]
-                self._put_progress(table, progress_key, state)
-                self.hooks("wave-applied")
-
-    def _apply_in_slices(self, table: str, events: Sequence[Envelope]) -> None:
-        size = self.options.batch_size
-        for start in range(0, len(events), size):
-            self._apply(table, events[start : start + size])
-
-    def _apply(self, table: str, events: Sequence[Envelope]) -> ApplyResult:
-        projector: Projector | None = getattr(self._local, "projector", None)
-        if projector is None or projector.table_name != table:
-            projector = Projector(self.spec, table, self.clients.dynamodb, upcaster=self.upcaster)
-            self._local.projector = projector
-        result = projector.apply(events)
-        with self._summary_lock:
-            self.summary.add(result)
-        self.progress.advance(len(events))
-        return result
-
-    # catch-up, switch, hand-off -----------------------------------------------------------------
-    def _finish(self, record: dict[str, Any]) -> None:
-        table = record["table"]
-        positions: dict[tuple[str, str], str | None] = {}
-        if self.options.catch_up:
-            self.progress.phase("catching up from the streams", None)
-            for service in self.projection.sources:
-                stream = self.resources.stream(service)
-                positions.update(self._catch_up(table, stream, positions))
-        self.hooks("caught-up")
-        if not self.summary.ok:
-            self.progress.note("not switching: the replay reported problems")
-            return
-        if record["into"] == "new":
-            previous = self.active_table()
-            self._put_parameter(self.pointer, table)
-            self.summary.switched = True
-            self.hooks("switched")
-            if self.options.catch_up and self.options.handoff_seconds > 0:
-                self.progress.phase("hand-off: tailing the streams", None)
-                deadline = time.monotonic() + self.options.handoff_seconds
-                for service in self.projection.sources:
-                    stream = self.resources.stream(service)
-                    positions.update(self._catch_up(table, stream, positions))
-                while time.monotonic() < deadline:
-                    time.sleep(min(self.options.poll_seconds, max(0.0, deadline - time.monotonic())))
-                    for service in self.projection.sources:
-                        positions.update(self._catch_up(table, self.resources.stream(service), positions))
-            if self.options.drop_old and previous != table:
-                if previous == self.initial_table():
-                    self.progress.note(f"kept {previous}: it belongs to the deployment")
-                else:
-                    self._delete_table(previous)
-                    self.progress.note(f"dropped {previous}")
-        self.clients.ssm.delete_parameter(Name=self.record_name)
-        self.hooks("finished")
-
-    def _catch_up(
-        self,
-        table: str,
-        stream: str,
-        positions: dict[tuple[str, str], str | None],
-    ) -> dict[tuple[str, str], str | None]:
-        """Read every shard of `stream` from its saved position (or TRIM_HORIZON) to the tip."""
-        kinesis = self.clients.kinesis
-        out: dict[tuple[str, str], str | None] = {}
-        for shard_id in _shards_parents_first(kinesis, stream):
-            key = (stream, shard_id)
-            if key in positions:
-                iterator = positions[key]
-                if iterator is None:  # a closed shard already read to its end
-                    out[key] = None
-                    continue
-            else:
-                iterator = kinesis.get_shard_iterator(
-                    StreamName=stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-                )["ShardIterator"]
-            while iterator:
-                page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
-                events: list[Envelope] = []
-                for item in page.get("Records", []):
-                    self.summary.events_read += 1
-                    try:
-                        event = decode(item["Data"])
-                    except EnvelopeError as exc:
-                        self.summary.problems.append(f"{stream}/{shard_id} {item['SequenceNumber']}: {exc}")
-                        continue
-                    events.append(self.upcaster.upcast(mark_replayed(event)))
-                self._apply_in_slices(table, events)
-                next_iterator = page.get("NextShardIterator")
-                if not page.get("Records") and (not next_iterator or page.get("MillisBehindLatest", 0) == 0):
-                    iterator = next_iterator
-                    break
-                iterator = next_iterator
-            out[key] = iterator
-        return out
-
-    # shards ---------------------------------------------------------------------------------------
-    @staticmethod
-    def _progress_key(shard: tuple[int, int]) -> str:
-        return f"{PROGRESS_PK}{shard[0]}/{shard[1]}"
-
-    def _all_shards_done(self, record: dict[str, Any]) -> bool:
-        return self._shards_left(record) == 0
-
-    def _shards_left(self, record: dict[str, Any]) -> int:
-        count = int(record.get("shards", 1))
-        left = 0
-        for index in range(count):
-            state = self._get_progress(record["table"], self._progress_key((index, count)))
-            if state is None or not state.get("complete"):
-                left += 1
-        return left
-
-    # DynamoDB -----------------------------------------------------------------------------------
-    def _get_progress(self, table: str, key: str) -> dict[str, Any] | None:
-        item = self.clients.dynamodb.get_item(
-            TableName=table, Key={"pk": {"S": key}, "sk": {"S": PROGRESS_SK}}, ConsistentRead=True
-        ).get("Item")
-        if item is None:
-            return None
-        state: dict[str, Any] = orjson.loads(item["state"]["S"])
-        return state
-
-    def _put_progress(self, table: str, key: str, state: dict[str, Any]) -> None:
-        self.clients.dynamodb.put_item(
-            TableName=table,
-            Item={"pk": {"S": key}, "sk": {"S": PROGRESS_SK}, "state": {"S": orjson.dumps(state).decode()}},
-        )
-
-    def _create_table(self, name: str) -> None:
-        spec = self.projection.table
-        keys = [(spec.partition_key, "HASH")] + ([(spec.sort_key, "RANGE")] if spec.sort_key else [])
-        dynamodb = self.clients.dynamodb
-        dynamodb.create_table(
-            TableName=name,
-            KeySchema=[{"AttributeName": k[0], "KeyType": kind} for k, kind in keys],
-            AttributeDefinitions=[{"AttributeName": k[0], "AttributeType": k[1]} for k, _ in keys],
-            BillingMode="PAY_PER_REQUEST",
-            Tags=[
-                {"Key": "eventstack:projection", "Value": self.projection.name},
-                {"Key": "eventstack:stage", "Value": self.resources.stage},
-                {"Key": "eventstack:built-by", "Value": "replay"},
-            ],
-        )
-        dynamodb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 150})
-        try:  # as the CDK-managed tables: point-in-time recovery on
-            dynamodb.update_continuous_backups(
-                TableName=name,
-                PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
-            )
-        except Exception as exc:  # not fatal: the table can be rebuilt from the archive
-            self.progress.note(f"point-in-time recovery not enabled on {name}: {exc}")
-        self.progress.note(f"created {name}")
-
-    def _empty_table(self, table: str) -> None:
-        dynamodb = self.clients.dynamodb
-        paginator = dynamodb.get_paginator("scan")
-        keys: list[dict[str, Any]] = []
-        for page in paginator.paginate(TableName=table, ProjectionExpression="pk, sk"):
-            keys.extend(page.get("Items", []))
-            while len(keys) >= 25:
-                _batch_delete(dynamodb, table, keys[:25])
-                del keys[:25]
-        if keys:
-            _batch_delete(dynamodb, table, keys)
-
-    def _table_exists(self, name: str) -> bool:
-        try:
-            self.clients.dynamodb.describe_table(TableName=name)
-        except self.clients.dynamodb.exceptions.ResourceNotFoundException:
-            return False
-        return True
-
-    def _delete_table(self, name: str) -> None:
-        with contextlib.suppress(self.clients.dynamodb.exceptions.ResourceNotFoundException):
-            self.clients.dynamodb.delete_table(TableName=name)
-
+    # tables -------------------------------------------------------------------------------------
     def drop_table(self, name: str) -> None:
         """Delete a retired table of this projection (never the active one, nor the stack's own)."""
         if name == self.active_table():
@@ -582,7 +451,7 @@ class Replayer:
             )
         if GENERATION_RE.sub("", name) != GENERATION_RE.sub("", self.initial_table()):
             raise ReplayError(f"{name} is not a table of {self.projection.name}")
-        self._delete_table(name)
+        tables.delete_table(self.clients.dynamodb, name)
         self.progress.note(f"dropped {name}")
 
     def tables(self) -> list[tuple[str, bool]]:
@@ -614,63 +483,10 @@ class Replayer:
         return True
 
 
-def _batches(
-    streams: Sequence[tuple[str, list[Envelope]]], size: int
-) -> Iterator[tuple[str, list[Envelope]]]:
-    """Units of work of about `size` events, whole streams only, each with its last stream id.
+def read_cuts_of(kinesis: Any, streams: list[str]) -> dict[str, dict[str, str]]:
+    from eventstack.replay_streams import read_cuts
 
-    A stream longer than `size` is one unit of its own (applied in slices, in order, by one thread),
-    so the progress marker (the last stream id of a unit) only ever names a finished stream.
-    """
-    batch: list[Envelope] = []
-    last = ""
-    for stream_id, events in streams:
-        if batch and len(batch) + len(events) > size:
-            yield last, batch
-            batch = []
-        batch.extend(events)
-        last = stream_id
-    if batch:
-        yield last, batch
-
-
-def _batch_delete(dynamodb: Any, table: str, keys: list[dict[str, Any]]) -> None:
-    request = {table: [{"DeleteRequest": {"Key": {"pk": k["pk"], "sk": k["sk"]}}} for k in keys]}
-    for attempt in range(10):
-        answer = dynamodb.batch_write_item(RequestItems=request)
-        request = answer.get("UnprocessedItems") or {}
-        if not request:
-            return
-        time.sleep(min(0.05 * 2**attempt, 2.0))
-    raise ReplayError(f"emptying {table}: BatchWriteItem kept returning unprocessed items")
-
-
-def _shards_parents_first(kinesis: Any, stream: str) -> list[str]:
-    shards: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"StreamName": stream}
-    while True:
-        page = kinesis.list_shards(**kwargs)
-        shards += page.get("Shards", [])
-        token = page.get("NextToken")
-        if not token:
-            break
-        kwargs = {"NextToken": token}
-    ids = {s["ShardId"] for s in shards}
-    ordered: list[str] = []
-    placed: set[str] = set()
-
-    def place(shard: dict[str, Any]) -> None:
-        if shard["ShardId"] in placed:
-            return
-        for parent in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")):
-            if parent in ids and parent not in placed:
-                place(next(s for s in shards if s["ShardId"] == parent))
-        placed.add(shard["ShardId"])
-        ordered.append(shard["ShardId"])
-
-    for shard in shards:
-        place(shard)
-    return ordered
+    return read_cuts(kinesis, streams)
 
 
 def projection_of(name: str, topology: Topology = TOPOLOGY) -> Projection:

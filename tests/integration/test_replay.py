@@ -1,4 +1,5 @@
-"""Replay on moto: a rebuilt projection equals the live one; resume; blue/green switch; hand-off to live."""
+"""Replay on moto: a rebuilt projection equals the fold of the unique events; resume after a crash at
+any write; blue/green switch; the hand-off to the live projector; in-place rebuilds under live traffic."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-from replay_support import BUCKET, T0, History, archive_with_duplicates, fold, read_model
+from replay_support import BUCKET, T0, History, LiveMapping, archive_with_duplicates, fold, read_model, scan
 from support.aws import create_projection_table
 
+from escore import control
+from escore.control import Gate
 from escore.envelope import Envelope, encode_record
-from escore.projection import ProjectionSpec, Projector
+from escore.projection import Delivery, ProjectionSpec, Projector, position_of
+from escore.projector_lambda import kinesis_handler
 from escore.tables import TableResolver, table_parameter_env, table_parameter_name
 from eventstack.local.emulation import tuned_moto_dynamodb
 from eventstack.replay import (
@@ -35,11 +39,41 @@ from eventstack.topology import TOPOLOGY
 pytestmark = pytest.mark.integration
 
 STAGE = "test"
-PROJECTIONS = ("user_profiles", "user_timeline")
+PROJECTIONS = ("user_profiles", "user_timeline", "hashtag_counts")
+
+
+class Crash(BaseException):
+    """The replay process dies (a kill, an OOM) in the middle of a request."""
+
+
+class CrashingDynamoDB:
+    """A DynamoDB client that dies at the k-th write of a read-model item (replay's `$` items aside)."""
+
+    def __init__(self, client: Any, at: int) -> None:
+        self._client = client
+        self.at = at
+        self.writes = 0
+
+    def _item_write(self, method: str, kwargs: dict[str, Any]) -> Any:
+        key = kwargs.get("Key") or kwargs.get("Item") or {}
+        if not key.get("pk", {}).get("S", "$").startswith("$"):
+            self.writes += 1
+            if self.writes == self.at:
+                raise Crash(f"crashed at item write {self.at}")
+        return getattr(self._client, method)(**kwargs)
+
+    def put_item(self, **kwargs: Any) -> Any:
+        return self._item_write("put_item", kwargs)
+
+    def update_item(self, **kwargs: Any) -> Any:
+        return self._item_write("update_item", kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
 
 
 class Stack:
-    """The pieces of a deployed stage that replay touches, on moto, with a 'live' projector."""
+    """The pieces of a deployed stage that replay touches, on moto, with 'live' projectors."""
 
     def __init__(self) -> None:
         self.clients = Clients(*(boto3.client(n, region_name="us-east-1")
@@ -61,24 +95,48 @@ class Stack:
     def env(self, name: str) -> dict[str, str]:
         return {f"{name.upper()}_TABLE": name, table_parameter_env(name): table_parameter_name(STAGE, name)}
 
-    def live_apply(self, name: str, events: list[Envelope], table: str | None = None) -> None:
-        """What the live Lambda does with a delivered batch."""
-        table = table or TableResolver(self.env(name), name, ssm_client=self.clients.ssm, cache_seconds=0)()
-        result = Projector(self.specs[name], table, self.clients.dynamodb).apply(events)
-        assert not result.failed, result.failed[:3]
+    def sources(self, name: str) -> tuple[str, ...]:
+        return TOPOLOGY.projection(name)[1].sources
+
+    def simulate_live(self, name: str, events: list[Envelope], rng: random.Random) -> None:
+        """The live projector's work on the deployed table, before any replay: each source delivers its
+        events in order, in batches, some delivered twice (same positions)."""
+        for service in self.sources(name):
+            mine = [e for e in events if e.service == service]
+            start = 0
+            while start < len(mine):
+                size = rng.randint(10, 80)
+                batch = [Delivery(e, f"sim:{service}", position_of(start + i + 1))
+                         for i, e in enumerate(mine[start:start + size])]
+                for _ in range(2 if rng.random() < 0.3 else 1):
+                    result = Projector(self.specs[name], name, self.clients.dynamodb).apply(batch)
+                    assert not result.failed, result.failed[:3]
+                start += size
 
     def publish(self, events: list[Envelope]) -> None:
         for item in events:
             self.clients.kinesis.put_record(StreamName=f"{item.service}-events", Data=encode_record(item),
                                             PartitionKey=item.stream_id)
 
-    def replayer(self, name: str, spec: ProjectionSpec | None = None, **options: Any) -> Replayer:
+    def live_handler(self, name: str, *, table_cache: float = 0.0, gate_cache: float = 0.0) -> Any:
+        """The live projector as deployed (build_projector): the pointer, and the gate on its table."""
+        resolver = TableResolver(self.env(name), name, ssm_client=self.clients.ssm, cache_seconds=table_cache)
+        gate = Gate(self.clients.dynamodb, resolver, cache_seconds=gate_cache, wait_seconds=0)
+        return kinesis_handler(Projector(self.specs[name], gate.table, self.clients.dynamodb), gate=gate)
+
+    def mappings(self, name: str, handler: Any, **kwargs: Any) -> list[LiveMapping]:
+        return [LiveMapping(self.clients.kinesis, f"{s}-events", handler, **kwargs) for s in self.sources(name)]
+
+    def replayer(self, name: str, spec: ProjectionSpec | None = None, clients: Clients | None = None,
+                 **options: Any) -> Replayer:
         options.setdefault("handoff_seconds", 0)
         options.setdefault("batch_size", 60)
         options.setdefault("apply_workers", 1)
         options.setdefault("read_workers", 4)
+        options.setdefault("fence_seconds", 0)
+        options.setdefault("poll_seconds", 0.05)
         start = T0 + timedelta(days=30)
-        return Replayer(ReplayOptions(name, **options), self.resources, self.clients,
+        return Replayer(ReplayOptions(name, **options), self.resources, clients or self.clients,
                         spec=spec or self.specs[name], clock=lambda: start + timedelta(minutes=next(self._ticks)))
 
     def pointer(self, name: str) -> str | None:
@@ -94,30 +152,22 @@ def stack() -> Iterator[Stack]:
         yield Stack()
 
 
-def deliver_live(stack: Stack, events: list[Envelope], rng: random.Random) -> None:
-    """Feed events to both live projections in stream order, in batches, some delivered twice."""
-    for name in PROJECTIONS:
-        sources = set(TOPOLOGY.projection(name)[1].sources)
-        mine = [e for e in events if e.service in sources]
-        start = 0
-        while start < len(mine):
-            size = rng.randint(10, 80)
-            batch = mine[start : start + size]
-            stack.live_apply(name, batch)
-            if rng.random() < 0.3:
-                stack.live_apply(name, batch)
-            start += size
+def mine(stack: Stack, name: str, events: list[Envelope]) -> list[Envelope]:
+    return [e for e in events if e.service in stack.sources(name)]
+
+
+# --- into a new table -------------------------------------------------------------------------------
 
 
 def test_a_rebuilt_projection_equals_the_live_one(stack: Stack) -> None:
     rng = random.Random(11)
     events = History(seed=11).run(360)
-    deliver_live(stack, events, rng)
     archived, recent = events[:300], events[250:]  # Firehose is behind; the stream holds the tail
     archive_with_duplicates(stack.clients.s3, archived, rng, duplicate_rate=0.15)
     stack.publish(recent)
 
     for name in PROJECTIONS:
+        stack.simulate_live(name, events, rng)
         expected = fold(stack.specs[name], events)
         assert read_model(stack.clients.dynamodb, name) == expected  # the live one is right
         summary = stack.replayer(name).run()
@@ -125,47 +175,91 @@ def test_a_rebuilt_projection_equals_the_live_one(stack: Stack) -> None:
         assert summary.switched and stack.pointer(name) == summary.table != name
         assert read_model(stack.clients.dynamodb, summary.table) == expected
         assert summary.archive.duplicates > 0 and summary.duplicates >= summary.archive.duplicates
-        unique = [e for e in events if e.service in TOPOLOGY.projection(name)[1].sources]
-        assert summary.applied + summary.skipped == len(unique)
+        assert summary.applied + summary.skipped == len(mine(stack, name, events))
         assert "events read" in summary.line() and "duplicates dropped" in summary.line()
-        # readers and the live projector now resolve the new table
+        # readers and the live projector now resolve the new table; replay's own items are gone
         assert TableResolver(stack.env(name), name, ssm_client=stack.clients.ssm)() == summary.table
+        left = {k for k in scan(stack.clients.dynamodb, summary.table) if k[0].startswith("$")}
+        assert left == {("$control", "$coverage")}
 
 
-def test_an_interrupted_replay_resumed_gives_the_same_result(stack: Stack) -> None:
+def test_legacy_events_in_the_archive_fold_with_their_streams_state(stack: Stack) -> None:
+    """Events of the first deployment (schema 1: an edit or a deletion without its post's author,
+    creation time or tags) fold only with per-stream state: the rebuild equals the in-memory fold."""
+    rng = random.Random(13)
+    history = History(seed=13, legacy=0.6)
+    old = history.run(300)
+    history.legacy = 0.0
+    new = history.run(100)  # the current code: the stream's tail carries the facts
+    assert {e.schema_version for e in old if e.type == "PostDeleted"} == {1, 2}
+    archive_with_duplicates(stack.clients.s3, old + new[:60], rng)
+    stack.publish(new[30:])
+    for name in PROJECTIONS:
+        summary = stack.replayer(name).run()
+        assert summary.ok, summary.problems + summary.failures
+        assert read_model(stack.clients.dynamodb, summary.table) == fold(stack.specs[name], old + new) != {}
+
+
+@pytest.mark.parametrize("at", [0.0, 0.01, 0.3, 0.5, 0.8, 1.0])
+def test_a_replay_resumed_after_a_crash_at_any_write_is_exact(stack: Stack, at: float) -> None:
     rng = random.Random(5)
-    events = History(seed=5).run(400)
-    archive_with_duplicates(stack.clients.s3, events, rng, duplicate_rate=0.1, per_object=25)
-    expected = fold(stack.specs["user_profiles"], events)
+    events = History(seed=5).run(300)
+    archive_with_duplicates(stack.clients.s3, events[:260], rng, duplicate_rate=0.1, per_object=25)
+    stack.publish(events[200:])
+    name = "user_profiles"
+    expected = fold(stack.specs[name], events)
+    clean = stack.replayer(name, memory_budget=40_000).run()  # how many item writes a replay makes
+    assert clean.ok and read_model(stack.clients.dynamodb, clean.table) == expected
+    crash_at = 1 + round(at * (clean.written - 1))  # the first write, ..., the last one
 
-    waves = 0
-
-    def crash_on_third_wave(phase: str) -> None:
-        nonlocal waves
-        if phase == "wave-applied":
-            waves += 1
-            if waves == 3:
-                raise KeyboardInterrupt
-
-    first = stack.replayer("user_profiles", memory_budget=40_000, batch_size=20)
-    first.hooks = crash_on_third_wave
-    with pytest.raises(KeyboardInterrupt):
+    crashing = CrashingDynamoDB(stack.clients.dynamodb, crash_at)
+    clients = Clients(crashing, stack.clients.s3, stack.clients.kinesis, stack.clients.ssm)
+    first = stack.replayer(name, clients=clients, memory_budget=40_000)
+    with pytest.raises(Crash):
         first.run()
-    assert stack.pointer("user_profiles") is None  # nothing switched
-    assert first.summary.applied > 0
+    assert stack.pointer(name) == clean.table  # nothing switched
+    assert first.summary.written == crash_at - 1
 
     with pytest.raises(ReplayError, match="--resume"):
-        stack.replayer("user_profiles").run()
+        stack.replayer(name).run()
 
-    second = stack.replayer("user_profiles", resume=True, memory_budget=40_000, batch_size=20)
+    second = stack.replayer(name, resume=True, memory_budget=40_000)
     summary = second.run()
     assert summary.ok, summary.problems + summary.failures
-    assert summary.table == first.summary.table and summary.switched
+    assert summary.table == first.summary.table != clean.table and summary.switched
     assert read_model(stack.clients.dynamodb, summary.table) == expected
-    # nothing applied twice: the two runs' applied events add up to the unique events
-    assert first.summary.applied + first.summary.skipped + summary.applied + summary.skipped == len(events)
-    # and the resumed run did not redo the completed work (at most the interrupted wave again)
-    assert summary.applied + summary.skipped < len(events)
+    # every write the first run made is found done, none is made twice
+    assert summary.already == first.summary.written and summary.written + summary.already == clean.written
+
+
+def test_a_finisher_stopped_in_the_handoff_is_resumed(stack: Stack) -> None:
+    events = History(seed=15).run(200)
+    archive_with_duplicates(stack.clients.s3, events[:150], random.Random(15))
+    stack.publish(events[100:])
+    name = "user_timeline"
+    first = stack.replayer(name, handoff_seconds=0.3)
+    rounds = [0]
+
+    def crash_in_the_handoff(phase: str) -> None:
+        if phase == "tailed":
+            rounds[0] += 1
+            stack.publish(History(seed=15 + rounds[0], start=T0 + timedelta(days=1)).run(5))
+            if rounds[0] == 2:
+                raise Crash("died in the hand-off")
+
+    first.hooks = crash_in_the_handoff
+    with pytest.raises(Crash):
+        first.run()
+    table = first.summary.table
+    held = control.read_control(stack.clients.dynamodb, table)
+    assert stack.pointer(name) == table and held is not None and held.mode == "handoff"
+    late = History(seed=99, start=T0 + timedelta(days=2)).run(20)
+    stack.publish(late)
+    summary = stack.replayer(name, resume=True).run()
+    assert summary.ok and summary.switched, summary.problems
+    assert control.read_control(stack.clients.dynamodb, table) is None
+    everything = events + [e for n in (1, 2) for e in History(seed=15 + n, start=T0 + timedelta(days=1)).run(5)]
+    assert read_model(stack.clients.dynamodb, table) == fold(stack.specs[name], everything + late)
 
 
 def test_into_new_switches_only_when_complete(stack: Stack) -> None:
@@ -202,81 +296,10 @@ def test_a_gap_in_the_archive_blocks_the_switch(stack: Stack) -> None:
     assert not summary.switched and stack.pointer("user_timeline") is None
 
 
-def test_commands_during_the_replay_are_neither_lost_nor_applied_twice(stack: Stack) -> None:
-    name = "user_profiles"
-    history = History(seed=9)
-    before = history.run(300)
-    rng = random.Random(9)
-    deliver_live(stack, before, rng)
-    archive_with_duplicates(stack.clients.s3, before[:250], rng)
-    stack.publish(before[200:])
-
-    # the live system: commands keep arriving; each event goes on the stream and, like the live
-    # projector, into the table the pointer names (resolved with a cache, so a little stale)
-    resolver = TableResolver(stack.env(name), name, ssm_client=stack.clients.ssm, cache_seconds=0.3)
-    stop = threading.Event()
-    produced: list[Envelope] = []
-    errors: list[BaseException] = []
-    retried: list[int] = []
-
-    def live() -> None:
-        try:
-            while not stop.is_set():
-                batch = [history.step() for _ in range(rng.randint(1, 8))]
-                produced.extend(batch)
-                stack.publish(batch)
-                # As Lambda does with a partial failure: retry the batch. Just after the switch, an
-                # event may be ahead of a predecessor the replay's tail has not copied over yet.
-                for _attempt in range(100):
-                    result = Projector(stack.specs[name], resolver(), stack.clients.dynamodb).apply(batch)
-                    if not result.failed:
-                        break
-                    retried.append(len(result.failed))
-                    time.sleep(0.05)
-                else:
-                    raise AssertionError(f"live projector failed for good: {result.failed[:2]}")
-                time.sleep(0.01)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    thread = threading.Thread(target=live)
-
-    def phases(phase: str) -> None:
-        if phase == "wave-applied" and not thread.is_alive() and not stop.is_set():
-            thread.start()
-        if phase == "finished":
-            stop.set()
-
-    replayer = stack.replayer(name, handoff_seconds=0.8, poll_seconds=0.1, batch_size=40)
-    replayer.hooks = phases
-    summary = replayer.run()
-    thread.join()
-    assert not errors, errors
-    assert summary.ok and summary.switched, summary.problems + summary.failures
-    assert len(produced) > 10
-    # after the switch, the live projector writes to the new table: a last command lands there too
-    tail = history.run(5)
-    stack.publish(tail)
-    stack.live_apply(name, tail, table=resolver())
-    assert read_model(stack.clients.dynamodb, summary.table) == fold(stack.specs[name], before + produced + tail)
-
-
-def test_in_place_resets_and_rebuilds(stack: Stack) -> None:
-    events = History(seed=8).run(250)
-    deliver_live(stack, events, random.Random(8))
-    archive_with_duplicates(stack.clients.s3, events, random.Random(8))
-    # a bug wrote nonsense into the projection
-    stack.clients.dynamodb.put_item(TableName="user_timeline",
-                                    Item={"pk": {"S": "timeline#nobody"}, "sk": {"S": "x"}})
-    summary = stack.replayer("user_timeline", into="in-place").run()
-    assert summary.ok and not summary.switched and summary.table == "user_timeline"
-    assert stack.pointer("user_timeline") is None
-    assert read_model(stack.clients.dynamodb, "user_timeline") == fold(stack.specs["user_timeline"], events)
-
-
 def test_shards_share_the_work_and_the_last_one_switches(stack: Stack) -> None:
     events = History(seed=6).run(300)
-    archive_with_duplicates(stack.clients.s3, events, random.Random(6))
+    archive_with_duplicates(stack.clients.s3, events[:250], random.Random(6))
+    stack.publish(events[200:])
     first = stack.replayer("user_profiles", shard=(0, 2)).run()
     assert first.waiting_for_shards == 1 and not first.switched and stack.pointer("user_profiles") is None
     second = stack.replayer("user_profiles", shard=(1, 2)).run()
@@ -299,10 +322,197 @@ def test_replayed_events_are_marked(stack: Stack) -> None:
         return run
 
     spy = ProjectionSpec(real.name, {kind: watching(fold) for kind, fold in real.folds.items()})
-    summary = stack.replayer("user_timeline", spec=spy).run()
+    replayer = stack.replayer("user_timeline", spec=spy)
+    replayer.hooks = lambda phase: stack.publish(History(seed=1, start=T0 + timedelta(days=1)).run(10)) \
+        if phase == "folded" else None  # and some after the cut, for the tail
+    summary = replayer.run()
     assert summary.ok and seen and all(seen)
     original = events[0]
     assert not is_replayed(original) and is_replayed(mark_replayed(original))
+
+
+# --- the hand-off: the live projector and the tail in one namespace ------------------------------------
+
+
+def test_the_handoff_overlap_is_exact_and_a_batch_beyond_the_tail_is_refused(stack: Stack) -> None:
+    name = "user_profiles"
+    history = History(seed=21)
+    events = history.run(240)
+    archive_with_duplicates(stack.clients.s3, events[:150], random.Random(21))
+    stack.publish(events)
+    handler = stack.live_handler(name)
+    live = stack.mappings(name, handler, batch_size=15, rng=random.Random(21))
+    for mapping in live:  # the live projector had got half way through the stream (on the old table)
+        for shard in mapping._shards():
+            records = mapping.batch(shard, 10_000)
+            mapping.checkpoints[shard] = records[len(records) // 2]["kinesis"]["sequenceNumber"]
+    produced: list[Envelope] = []
+    probes: list[int] = []
+
+    def during(phase: str) -> None:
+        if phase not in ("switched", "tailed"):
+            return
+        table = stack.pointer(name)
+        assert table is not None
+        batch = history.run(6)
+        produced.extend(batch)
+        stack.publish(batch)
+        held = control.read_control(stack.clients.dynamodb, table)
+        assert held is not None and held.mode == "handoff"
+        # a batch that starts beyond what the tail has applied is refused, and writes nothing
+        for mapping in live:
+            for shard in mapping._shards():
+                ns = f"{mapping.stream}:{int(shard.rpartition('-')[2])}"
+                probe = LiveMapping(stack.clients.kinesis, mapping.stream, handler)
+                probe.checkpoints[shard] = str(int(held.tail[ns])) if held.tail.get(ns) else None
+                records = probe.batch(shard, 5)
+                if not records or int(records[0]["kinesis"]["sequenceNumber"]) <= int(held.tail[ns] or 0):
+                    continue
+                before = scan(stack.clients.dynamodb, table)
+                assert len(probe.deliver(shard, records)) == len(records)
+                assert scan(stack.clients.dynamodb, table) == before
+                probes.append(len(records))
+        for mapping in live:  # the live projector goes on: admitted where it overlaps the tail
+            mapping.step()
+
+    replayer = stack.replayer(name, handoff_seconds=1.0, poll_seconds=0.02, batch_size=20)
+    replayer.hooks = during
+    summary = replayer.run()
+    assert summary.ok and summary.switched, summary.problems + summary.failures
+    assert probes and sum(m.invocations - m.refused for m in live) > 0
+    for mapping in live:  # the hand-off is over: the live projector goes on alone
+        mapping.drain()
+    assert read_model(stack.clients.dynamodb, summary.table) == fold(stack.specs[name], events + produced)
+
+
+def test_commands_during_the_replay_are_neither_lost_nor_applied_twice(stack: Stack) -> None:
+    name = "user_profiles"
+    history = History(seed=9)
+    before = history.run(300)
+    rng = random.Random(9)
+    stack.simulate_live(name, before, rng)
+    archive_with_duplicates(stack.clients.s3, before[:250], rng)
+    stack.publish(before[200:])
+
+    # the live system: commands keep arriving, go on the stream, and the live projector (pointer and
+    # gate both cached, as deployed) delivers them batch by batch, retrying what it reports failed
+    handler = stack.live_handler(name, table_cache=0.3, gate_cache=0.2)
+    live = stack.mappings(name, handler, batch_size=8, latest=True)
+    stop = threading.Event()
+    produced: list[Envelope] = []
+    errors: list[BaseException] = []
+
+    def run_live() -> None:
+        try:
+            while not stop.is_set():
+                batch = [history.step() for _ in range(rng.randint(1, 6))]
+                produced.extend(batch)
+                stack.publish(batch)
+                for mapping in live:
+                    mapping.step()
+                time.sleep(0.01)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run_live)
+
+    def phases(phase: str) -> None:
+        if phase == "recorded":
+            thread.start()
+        if phase == "finished":
+            stop.set()
+
+    replayer = stack.replayer(name, handoff_seconds=1.0, poll_seconds=0.1, batch_size=40)
+    replayer.hooks = phases
+    summary = replayer.run()
+    thread.join()
+    assert not errors, errors
+    assert summary.ok and summary.switched, summary.problems + summary.failures
+    assert len(produced) > 10
+    tail = history.run(5)  # after the hand-off: the live projector alone, on the new table
+    stack.publish(tail)
+    for mapping in live:
+        mapping.drain()
+    assert read_model(stack.clients.dynamodb, summary.table) == fold(stack.specs[name], before + produced + tail)
+
+
+# --- in place ----------------------------------------------------------------------------------------
+
+
+def test_in_place_resets_and_rebuilds(stack: Stack) -> None:
+    events = History(seed=8).run(250)
+    stack.simulate_live("user_timeline", events, random.Random(8))
+    archive_with_duplicates(stack.clients.s3, events, random.Random(8))
+    # a bug wrote nonsense into the projection
+    stack.clients.dynamodb.put_item(TableName="user_timeline",
+                                    Item={"pk": {"S": "timeline#nobody"}, "sk": {"S": "x"}})
+    summary = stack.replayer("user_timeline", into="in-place").run()
+    assert summary.ok and not summary.switched and summary.table == "user_timeline"
+    assert stack.pointer("user_timeline") is None
+    assert read_model(stack.clients.dynamodb, "user_timeline") == fold(stack.specs["user_timeline"], events)
+    assert control.read_control(stack.clients.dynamodb, "user_timeline") is None
+
+
+@pytest.mark.parametrize("name", ["user_profiles", "hashtag_counts"])
+def test_in_place_while_live_batches_arrive_ends_exact(stack: Stack, name: str) -> None:
+    history = History(seed=17)
+    events = history.run(260)
+    stack.publish(events)
+    handler = stack.live_handler(name)
+    live = stack.mappings(name, handler, batch_size=20, rng=random.Random(17))
+    for mapping in live:  # live until now: the deployed table is up to date
+        mapping.drain()
+    archive_with_duplicates(stack.clients.s3, events[:200], random.Random(17))
+    assert read_model(stack.clients.dynamodb, name) == fold(stack.specs[name], events)
+    produced: list[Envelope] = []
+    refused_while_rebuilding = [0]
+
+    def during(phase: str) -> None:
+        batch = history.run(4)
+        produced.extend(batch)
+        stack.publish(batch)
+        refused = sum(m.refused for m in live)
+        for mapping in live:
+            mapping.step()
+        if phase in ("recorded", "stream-read", "archive-done", "written", "caught-up"):
+            refused_while_rebuilding[0] += sum(m.refused for m in live) - refused
+
+    replayer = stack.replayer(name, into="in-place", handoff_seconds=0.6, poll_seconds=0.02, batch_size=25)
+    replayer.hooks = during
+    summary = replayer.run()
+    assert summary.ok and not summary.switched, summary.problems + summary.failures
+    assert refused_while_rebuilding[0] > 0  # the live projector was held back while the table was rebuilt
+    for mapping in live:
+        mapping.drain()
+    assert read_model(stack.clients.dynamodb, name) == fold(stack.specs[name], events + produced)
+
+
+# --- the gate --------------------------------------------------------------------------------------
+
+
+def test_the_gate_follows_the_control_item(stack: Stack) -> None:
+    client, table = stack.clients.dynamodb, "user_profiles"
+    now = [1000.0]
+    gate = Gate(client, table, cache_seconds=10, wait_seconds=0, clock=lambda: now[0], monotonic=lambda: now[0])
+    first = {"posts-events:0": position_of(7)}
+    assert gate.admit(first) is None  # no control item
+    control.put_rebuild(client, table, until=now[0] + 60)
+    assert gate.admit(first) is None  # cached for 10 s
+    now[0] += 11
+    assert "rebuilt" in (gate.admit(first) or "")
+    control.put_handoff(client, table, {"posts-events:0": position_of(7), "posts-events:1": ""}, until=now[0] + 60)
+    now[0] += 11
+    assert gate.admit(first) is None  # starts at the tail: overlaps it
+    assert "beyond the tail" in (gate.admit({"posts-events:0": position_of(8)}) or "")
+    assert "beyond the tail" in (gate.admit({"posts-events:1": position_of(1)}) or "")
+    assert "not tailed" in (gate.admit({"redrive:posts-events:0:5": position_of(5)}) or "")
+    control.update_tail(client, table, {"posts-events:0": position_of(9), "posts-events:1": position_of(3)})
+    now[0] += 11
+    assert gate.admit({"posts-events:0": position_of(8), "posts-events:1": position_of(2)}) is None
+    now[0] += 60  # the lease ran out: a replay that died holds nothing back
+    assert gate.admit({"posts-events:0": position_of(50)}) is None
+    control.delete_control(client, table)
+    assert gate.table() == table
 
 
 def test_the_table_resolver_follows_the_pointer_with_a_cache(stack: Stack) -> None:

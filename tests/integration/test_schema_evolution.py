@@ -1,11 +1,14 @@
 """Schema evolution end to end, and a projection backfilled from history then kept live.
 
-An old deployment wrote PostCreated/PostEdited at schema 1 (no `tags`); they sit in the event store
-and in the archive (gzip JSON Lines on S3, as Firehose delivers them, duplicates included). The
-current code reads them through the upcaster (`posts.schemas`): the archive reader, the event store
-and the projectors all see schema 2, with `tags`, and new events are written at schema 2.
-`hashtag_counts` did not exist when those events were written: it is built from the archive while
-`user_timeline` is live, then kept in sync by its live projector.
+An old deployment wrote the posts events at schema 1 (no `tags`; an edit or a deletion without the
+post's author, creation time or tags); they sit in the event store and in the archive (gzip JSON
+Lines on S3, as Firehose delivers them, duplicates included). The current code reads them through
+the upcaster (`posts.schemas`): the archive reader, the event store and the projectors all see the
+current schemas, with `tags`, and new events are written at them, with the post's facts. What the
+old events lack is only known from their streams' earlier events: replay folds them with per-stream
+state (escore.rebuild); the live projectors, which fold each event alone, see new events only.
+`hashtag_counts` did not exist when those events were written: it is built from the archive and the
+stream while `user_timeline` is live, then kept in sync by its live projector.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from escore.projection import (
     Write,
     from_item,
 )
+from escore.rebuild import TableFold, write_fold
+from escore.writes import is_tombstone
 from eventstack.archive import ArchiveReader, ReadStats
 from eventstack.local.emulation import tuned_moto_dynamodb
 from posts import api as posts_api
@@ -38,7 +43,7 @@ from posts.projectors import hashtag_counts
 from posts.readmodels import HashtagReadModel
 from posts.schemas import hashtags
 from profiles.projectors import user_timeline
-from tests.integration.projector_harness import kinesis_record, scan
+from tests.integration.replay_support import LiveMapping, kinesis_record, scan
 from tests.support.api import ApiClient, routes_of
 from tests.support.aws import create_event_store, create_projection_table
 
@@ -118,11 +123,15 @@ class Recorder:
         self.spec = ProjectionSpec(spec.name, {t: wrap(f) for t, f in spec.folds.items()})
 
 
-def assert_schema_2_with_tags(events: list[Envelope]) -> None:
+CURRENT = {"PostCreated": 2, "PostEdited": 3, "PostDeleted": 2}
+
+
+def assert_current_with_tags(events: list[Envelope]) -> None:
+    """Upcast to the current schemas: PostCreated 2 and PostEdited 3 with their text's tags."""
     assert events
     for event in events:
+        assert event.schema_version == CURRENT[event.type], event
         if event.type in ("PostCreated", "PostEdited"):
-            assert event.schema_version == 2, event
             assert event.data["tags"] == hashtags(event.data["text"]), event
 
 
@@ -145,7 +154,7 @@ def pure_fold(spec: ProjectionSpec, events: list[Envelope]) -> dict[tuple[str, s
 
 def table_items(client: Any, table: str) -> dict[tuple[str, str], dict[str, Any]]:
     return {key: {k: v for k, v in from_item(item).items() if k not in ("pk", "sk")}
-            for key, item in scan(client, table).items() if not key[0].startswith("$")}
+            for key, item in scan(client, table).items() if not key[0].startswith("$") and not is_tombstone(item)}
 
 
 def counts_in(client: Any, table: str) -> dict[str, int]:
@@ -154,7 +163,7 @@ def counts_in(client: Any, table: str) -> dict[str, int]:
 
 # --- schema evolution -------------------------------------------------------------------------------
 
-def test_archived_schema_1_events_reach_the_projection_at_schema_2(aws: tuple[Any, Any]) -> None:
+def test_archived_schema_1_events_reach_the_projection_at_the_current_schemas(aws: tuple[Any, Any]) -> None:
     dynamodb, s3 = aws
     rng = random.Random(3)
     history = old_history(rng, 40)
@@ -164,38 +173,44 @@ def test_archived_schema_1_events_reach_the_projection_at_schema_2(aws: tuple[An
     stats = ReadStats()
     read = list(ArchiveReader(BUCKET, s3).read_all(["posts"], stats=stats))
     assert stats.ok and stats.duplicates > 0 and stats.events == len(history)
-    assert_schema_2_with_tags(read)  # the archive reader upcasts
+    assert_current_with_tags(read)  # the archive reader upcasts
     assert {e.event_id for e in read} == {e.event_id for e in history}
 
+    # What replay does with them: fold with per-stream state (an old edit's previous tags, an old
+    # deletion's tags come from the post's earlier events), then write each item once.
     recorder = Recorder(hashtag_counts.PROJECTION)
-    result = Projector(recorder.spec, "hashtag_counts", dynamodb).apply(read)
-    assert (result.failed, result.applied) == ([], len(history))
-    assert_schema_2_with_tags(recorder.seen)  # what the fold sees
+    fold = TableFold(recorder.spec).apply(read)
+    assert fold.stats.ok and fold.stats.folded + fold.stats.skipped == len(history)
+    write_fold(fold, dynamodb, "hashtag_counts", "replay:0/1", {})
+    assert_current_with_tags(recorder.seen)  # what the fold sees
     assert counts_in(dynamodb, "hashtag_counts") == expected_counts(history) != {}
+    assert table_items(dynamodb, "hashtag_counts") == pure_fold(hashtag_counts.PROJECTION, history)
 
 
 def test_raw_schema_1_records_are_upcast_by_the_live_projector(aws: tuple[Any, Any]) -> None:
-    """The live path (Kinesis records of old events, as a stream still holding them delivers)."""
+    """The live path (Kinesis records of old events, as a stream still holding them delivers). It
+    folds each event alone: an old PostCreated is complete once upcast; an old edit or deletion does
+    not say which tags it changes, which only replay (per-stream state) can tell."""
     dynamodb, _ = aws
-    history = old_history(random.Random(4), 20)
+    history = [e for e in old_history(random.Random(4), 20) if e.type == "PostCreated"]
     create_projection_table(dynamodb, "hashtag_counts")
     recorder = Recorder(hashtag_counts.PROJECTION)
-    from escore.projection import kinesis_handler
+    from escore.projector_lambda import kinesis_handler
 
     handler = kinesis_handler(Projector(recorder.spec, "hashtag_counts", dynamodb))
     records = [kinesis_record(n, encode_record(e), e.stream_id) for n, e in enumerate(history, start=1)]
     assert handler({"Records": records}, None) == {"batchItemFailures": []}
     assert all(e.schema_version == 1 and "tags" not in e.data for e in history)  # as written
-    assert_schema_2_with_tags(recorder.seen)
+    assert_current_with_tags(recorder.seen)
     assert counts_in(dynamodb, "hashtag_counts") == expected_counts(history)
 
 
-def test_the_new_code_continues_old_streams_at_schema_2(aws: tuple[Any, Any]) -> None:
+def test_the_new_code_continues_old_streams_at_the_current_schemas(aws: tuple[Any, Any]) -> None:
     dynamodb, _ = aws
     store = DynamoDBEventStore(create_event_store(dynamodb, "posts"), dynamodb)
-    post = new_id()
+    post, author = new_id(), new_id()
     old = [Envelope(new_id(), f"post-{post}", 1, "PostCreated", 1, "posts", format_timestamp(T0),
-                    {"post_id": post, "author_id": new_id(), "text": "old #Python"}, {"correlation_id": "c"})]
+                    {"post_id": post, "author_id": author, "text": "old #Python"}, {"correlation_id": "c"})]
     store.append(f"post-{post}", 0, old)  # as the old deployment did
     api = ApiClient(posts_api.build({}, store, hashtags=HashtagReadModel("unused", dynamodb)), routes_of("posts"))
 
@@ -203,41 +218,55 @@ def test_the_new_code_continues_old_streams_at_schema_2(aws: tuple[Any, Any]) ->
     assert api.patch(f"/posts/{post}", {"text": "new #Rust #rust", "expected_version": 1}).status == 200
     stored = {e.version: e for e in store.iter_all()}  # as stored, not upcast
     assert (stored[1].schema_version, "tags" in stored[1].data) == (1, False)  # history is never rewritten
-    assert (stored[2].schema_version, stored[2].data) == (2, {"text": "new #Rust #rust", "tags": ["rust"]})
+    assert stored[2].schema_version == 3
+    assert {k: stored[2].data[k] for k in ("text", "tags", "author_id", "previous_tags")} == {
+        "text": "new #Rust #rust", "tags": ["rust"], "author_id": author, "previous_tags": ["python"]}
     read = store.read(f"post-{post}")  # the store's read upcasts
-    assert [(e.schema_version, e.data["tags"]) for e in read] == [(2, ["python"]), (2, ["rust"])]
+    assert [(e.schema_version, e.data["tags"]) for e in read] == [(2, ["python"]), (3, ["rust"])]
 
 
-# --- a new projection, backfilled from the archive, then live ----------------------------------------
+# --- a new projection, backfilled from the archive and the stream, then live ----------------------------
+
+def replay_of(name: str, dynamodb: Any, s3: Any, kinesis: Any, ssm: Any, tables: dict[str, str],
+              **options: Any) -> Any:
+    from eventstack.replay import Clients, Replayer, ReplayOptions
+    from eventstack.resources import Resources
+
+    options = {"handoff_seconds": 0, "batch_size": 25, "apply_workers": 1, "read_workers": 2,
+               "fence_seconds": 0, "poll_seconds": 0.02, **options}
+    start = T0 + timedelta(days=30)
+    ticks = iter(range(10_000))
+    return Replayer(ReplayOptions(name, **options),
+                    Resources(stage="test", archive_bucket=BUCKET, tables=tables, streams={"posts": "posts-events"}),
+                    Clients(dynamodb, s3, kinesis, ssm), clock=lambda: start + timedelta(minutes=next(ticks)))
+
 
 def test_backfill_from_the_archive_then_live(aws: tuple[Any, Any]) -> None:
     dynamodb, s3 = aws
+    kinesis, ssm = (boto3.client(name, region_name="us-east-1") for name in ("kinesis", "ssm"))
+    kinesis.create_stream(StreamName="posts-events", ShardCount=1)
     rng = random.Random(9)
     store = DynamoDBEventStore(create_event_store(dynamodb, "posts"), dynamodb)
-    for event in old_history(rng, 30):  # what the old deployment appended
+    for event in old_history(rng, 30):  # what the old deployment appended: archived, past the stream's retention
         store.append(event.stream_id, event.version - 1, [event])
+    archive(s3, list(store.iter_all()), duplicate_p=0.2, rng=rng)
     timeline_table = create_projection_table(dynamodb, "user_timeline")
-    live_timeline = user_timeline.build({"USER_TIMELINE_TABLE": timeline_table}, client=dynamodb)
+    tables = {"user_timeline": timeline_table, "hashtag_counts": "hashtag_counts"}
+    # the new deployment starts by rebuilding user_timeline from the archive (old events need state)
+    assert replay_of("user_timeline", dynamodb, s3, kinesis, ssm, tables, into="in-place").run().ok
+    live_timeline = LiveMapping(kinesis, "posts-events", user_timeline.build({"USER_TIMELINE_TABLE": timeline_table},
+                                                                             client=dynamodb))
     api = ApiClient(posts_api.build({}, store, hashtags=HashtagReadModel("hashtag_counts", dynamodb)),
                     routes_of("posts"))
-    sequence = 0
-    delivered: set[str] = set()
+    relayed: set[str] = {e.event_id for e in store.iter_all()}
 
-    def publish(handler: Any, events: list[Envelope], *, may_fail: bool = False) -> set[str]:
-        """Kinesis delivery of `events` to a live projector (the publisher relays the store); the
-        event ids whose records the handler reported failed."""
-        nonlocal sequence
-        records, ids = [], {}
-        for event in events:
-            sequence += 1
-            records.append(kinesis_record(sequence, encode_record(event), event.stream_id))
-            ids[str(sequence)] = event.event_id
-        failed: set[str] = set()
-        for start in range(0, len(records), 25):
-            response = handler({"Records": records[start:start + 25]}, None)
-            failed |= {ids[f["itemIdentifier"]] for f in response["batchItemFailures"]}
-        assert may_fail or not failed
-        return failed
+    def publish() -> None:
+        """The publisher relays what the store has not relayed yet, in commit order."""
+        fresh = sorted((e for e in store.iter_all() if e.event_id not in relayed),
+                       key=lambda e: (e.occurred_at, e.stream_id, e.version))
+        for event in fresh:
+            kinesis.put_record(StreamName="posts-events", Data=encode_record(event), PartitionKey=event.stream_id)
+            relayed.add(event.event_id)
 
     def new_commands(count: int) -> None:
         posts = [e.stream_id[5:] for e in store.iter_all() if e.type == "PostCreated"]
@@ -253,51 +282,58 @@ def test_backfill_from_the_archive_then_live(aws: tuple[Any, Any]) -> None:
                                                  "expected_version": len(store.read(f"post-{post}"))})
                 else:
                     api.delete(f"/posts/{post}")
+        publish()
 
-    # 1. Life before the new projection: commands on the new code, user_timeline live.
+    # 1. Life before the new projection: commands on the new code, user_timeline live; Firehose
+    # delivers part of it.
     new_commands(25)
-    history = sorted(store.iter_all(), key=lambda e: (e.occurred_at, e.stream_id, e.version))
-    assert {e.schema_version for e in history if e.type == "PostCreated"} == {1, 2}  # old and new
-    publish(live_timeline, history)
-    delivered |= {e.event_id for e in history}
-    archive(s3, history, duplicate_p=0.2, rng=rng)  # Firehose has delivered all of it
+    live_timeline.drain()
+    everything = list(store.iter_all())
+    assert table_items(dynamodb, timeline_table) == pure_fold(user_timeline.PROJECTION, everything)
+    archive(s3, everything[:-10], duplicate_p=0.2, rng=rng)
 
     # 2. hashtag_counts is deployed: its table is empty, its live mapping starts at the stream's tip.
     hashtag_table = create_projection_table(dynamodb, "hashtag_counts")
-    live_hashtags = hashtag_counts.build({"HASHTAG_COUNTS_TABLE": hashtag_table}, client=dynamodb)
-    assert table_items(dynamodb, hashtag_table) == {}
-    new_commands(10)  # commands during the backfill: live for both projections, not yet archived
-    tail = [e for e in store.iter_all() if e.event_id not in delivered]
-    publish(live_timeline, tail)
-    # The live hashtag projector applies the tail of streams it has whole (posts created since it was
-    # deployed) and reports the others failed, "ahead of a missing predecessor": never applied out
-    # of order; Lambda retries them (and, its retries spent, they go to the DLQ to be redriven).
-    failed = publish(live_hashtags, tail, may_fail=True)
-    born_after = {e.stream_id for e in tail if e.type == "PostCreated"}
-    assert failed and failed == {e.event_id for e in tail if e.stream_id not in born_after}
-    delivered |= {e.event_id for e in tail}
+    from escore.projector_lambda import build_projector
+    from escore.tables import table_parameter_env, table_parameter_name
 
-    # 3. Backfill from the archive (what `eventstack replay hashtag_counts --into in-place` feeds).
-    stats = ReadStats()
-    projector = Projector(hashtag_counts.PROJECTION, hashtag_table, dynamodb)
-    archived = list(ArchiveReader(BUCKET, s3).read_all(["posts"], stats=stats))
-    assert stats.ok and stats.duplicates > 0
-    for start in range(0, len(archived), 40):
-        assert projector.apply(archived[start:start + 40]).failed == []
-    # Lambda's retry of the failed records (from the lowest one on) now applies them; what was
-    # applied already, by the live projector or the backfill, is skipped by version.
-    publish(live_hashtags, tail)
+    env = {"HASHTAG_COUNTS_TABLE": hashtag_table,  # as deployed: the pointer, hence the gate (cache 0.2 s)
+           table_parameter_env("hashtag_counts"): table_parameter_name("test", "hashtag_counts")}
+    live_hashtags = LiveMapping(kinesis, "posts-events", build_projector(
+        hashtag_counts.PROJECTION, env, dynamodb, ssm_client=ssm, gate_cache_seconds=0.2, gate_wait_seconds=0),
+        latest=True)
+    new_commands(10)  # live for both: the new events carry their facts, so each folds alone
+    live_timeline.drain()
+    live_hashtags.drain()
+
+    # 3. The backfill (`eventstack replay hashtag_counts --into in-place`), with commands arriving
+    # and the live projector delivering meanwhile: held back while the table is rebuilt, then handed
+    # over from the replay's tail.
+    def meanwhile(phase: str) -> None:
+        new_commands(2)
+        live_hashtags.step()
+
+    backfill = replay_of("hashtag_counts", dynamodb, s3, kinesis, ssm, tables, into="in-place", handoff_seconds=0.3,
+                         fence_seconds=0.5)  # longer than the gate's cache
+    backfill.hooks = meanwhile
+    summary = backfill.run()
+    assert summary.ok, summary.problems + summary.failures
+    assert live_hashtags.refused > 0
+    live_hashtags.drain()
+    live_timeline.drain()
     everything = list(store.iter_all())
     assert table_items(dynamodb, hashtag_table) == pure_fold(hashtag_counts.PROJECTION, everything)
     assert counts_in(dynamodb, hashtag_table) == expected_counts(everything)
 
     # 4. Live afterwards: new commands reach both projections through their live handlers, with the
-    # last archived events delivered again (the hand-off overlap): both stay equal to the fold.
+    # last records delivered again (a mapping re-delivering after a crash): both stay equal to the fold.
     new_commands(20)
-    fresh = [e for e in store.iter_all() if e.event_id not in delivered]
-    overlap = archived[-10:]
-    for handler in (live_hashtags, live_timeline):
-        publish(handler, overlap + fresh)
+    for mapping in (live_hashtags, live_timeline):
+        shard = next(iter(mapping.checkpoints), None) or "shardId-000000000000"
+        records = mapping.batch(shard, 10_000)
+        mapping.deliver(shard, records[:15])
+        mapping.checkpoints[shard] = str(int(records[0]["kinesis"]["sequenceNumber"]) - 1)  # again from there
+        mapping.drain()
     everything = list(store.iter_all())
     assert table_items(dynamodb, hashtag_table) == pure_fold(hashtag_counts.PROJECTION, everything)
     assert counts_in(dynamodb, hashtag_table) == expected_counts(everything)
@@ -308,17 +344,16 @@ def test_backfill_from_the_archive_then_live(aws: tuple[Any, Any]) -> None:
 
 def test_eventstack_replay_backfills_it_blue_green_then_live(aws: tuple[Any, Any]) -> None:
     """The same through `eventstack replay hashtag_counts` (`--into new`): archive, then the stream's
-    tail, then the switch of the active-table pointer; the live projector and the API follow it."""
+    records up to the cut, folded with per-stream state, then the switch of the active-table pointer;
+    the live projector and the API follow it."""
     from escore.tables import table_parameter_env, table_parameter_name
     from escore.upcasting import upcasters
-    from eventstack.replay import Clients, Replayer, ReplayOptions
-    from eventstack.resources import Resources
 
     dynamodb, s3 = aws
     kinesis, ssm = (boto3.client(name, region_name="us-east-1") for name in ("kinesis", "ssm"))
     kinesis.create_stream(StreamName="posts-events", ShardCount=1)
     rng = random.Random(21)
-    # half the events as the old deployment wrote them (schema 1), half as the new one (schema 2)
+    # half the events as the old deployment wrote them (schema 1), half upcast (still without the facts)
     history = [upcasters.upcast(e) if rng.random() < 0.5 else e for e in old_history(rng, 40)]
     assert {e.schema_version for e in history if e.type == "PostCreated"} == {1, 2}
     cut = len(history) * 8 // 10
@@ -327,16 +362,7 @@ def test_eventstack_replay_backfills_it_blue_green_then_live(aws: tuple[Any, Any
         kinesis.put_record(StreamName="posts-events", Data=encode_record(event), PartitionKey=event.stream_id)
     deployed = create_projection_table(dynamodb, "hashtag_counts")  # empty: the projection is new
 
-    start = T0 + timedelta(days=30)
-    ticks = iter(range(10_000))
-    replayer = Replayer(
-        ReplayOptions("hashtag_counts", handoff_seconds=0, batch_size=25, apply_workers=1, read_workers=2),
-        Resources(stage="test", archive_bucket=BUCKET, tables={"hashtag_counts": deployed},
-                  streams={"posts": "posts-events"}),
-        Clients(dynamodb, s3, kinesis, ssm),
-        clock=lambda: start + timedelta(minutes=next(ticks)),
-    )
-    summary = replayer.run()
+    summary = replay_of("hashtag_counts", dynamodb, s3, kinesis, ssm, {"hashtag_counts": deployed}).run()
     assert summary.ok, summary.problems + summary.failures
     assert summary.switched and summary.table != deployed
     assert table_items(dynamodb, summary.table) == pure_fold(hashtag_counts.PROJECTION, history)
@@ -344,15 +370,22 @@ def test_eventstack_replay_backfills_it_blue_green_then_live(aws: tuple[Any, Any
     # Live afterwards, through the pointer: the projector and the API resolve the new table.
     env = {"HASHTAG_COUNTS_TABLE": deployed,
            table_parameter_env("hashtag_counts"): table_parameter_name("test", "hashtag_counts")}
-    live = hashtag_counts.build(env, client=dynamodb)
-    later = old_history(random.Random(22), 10)  # new posts (fresh streams) ...
+    live = LiveMapping(kinesis, "posts-events", hashtag_counts.build(env, client=dynamodb))
+    shard = kinesis.list_shards(StreamName="posts-events")["Shards"][0]["ShardId"]
+    held = live.batch(shard, 10_000)
+    live.checkpoints[shard] = held[-6]["kinesis"]["sequenceNumber"]  # the last 5 are delivered again
+    later = [e for e in old_history(random.Random(22), 10) if e.type == "PostCreated"]  # new posts ...
     post = next(e for e in history if e.type == "PostCreated" and e.stream_id not in
                 {d.stream_id for d in history if d.type == "PostDeleted"})
     version = max(e.version for e in history if e.stream_id == post.stream_id)
-    later.append(Envelope(new_id(), post.stream_id, version + 1, "PostEdited", 2, "posts", format_timestamp(T0),
-                          {"text": "#later", "tags": ["later"]}, {"correlation_id": "c"}))  # ... and an edit
-    records = [kinesis_record(n, encode_record(e), e.stream_id) for n, e in enumerate(history[-5:] + later, 1)]
-    assert live({"Records": records}, None) == {"batchItemFailures": []}
+    text = next(e for e in reversed(history) if e.stream_id == post.stream_id and "text" in e.data).data["text"]
+    later.append(Envelope(new_id(), post.stream_id, version + 1, "PostEdited", 3, "posts", format_timestamp(T0),
+                          {"text": "#later", "tags": ["later"], "author_id": post.data["author_id"],
+                           "created_at": post.occurred_at, "previous_tags": hashtags(text)},
+                          {"correlation_id": "c"}))  # ... and an edit, as the new code writes it
+    for event in later:
+        kinesis.put_record(StreamName="posts-events", Data=encode_record(event), PartitionKey=event.stream_id)
+    live.drain()
     everything = history + later
     assert table_items(dynamodb, summary.table) == pure_fold(hashtag_counts.PROJECTION, everything)
     assert table_items(dynamodb, deployed) == {}  # the old table was left alone

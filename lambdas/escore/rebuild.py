@@ -1,0 +1,314 @@
+"""Rebuilding a projection table: fold the history in memory, then write each item once.
+
+Replay (`eventstack replay`) does not feed history through `Projector` batch by batch. It folds
+every event of its streams in memory, with per-stream state (as `InMemoryProjection` does, so an
+event written before it carried the facts its fold needs is folded from its stream's earlier
+events), and then writes each item once (docs/replay.md):
+
+- an **owned** item (written by one stream): its final attributes, the version of its stream's last
+  write to it (`_v`), tombstoned or not, and whether the run had a `put`. Written with PutItem (a
+  run with a put, a tombstone) or UpdateItem SET of the owned attributes and `_v` (so a shared
+  counter on the same item, e.g. a profile's `post_count`, is kept), on the condition
+  `attribute_not_exists(_v) OR _v < :v`: a write already done, or overtaken by a newer version,
+  changes nothing.
+- a **shared** item (`count`, many streams): the sum of its ADDs and its SET attributes, written
+  with UpdateItem on the condition `attribute_not_exists(_w#<namespace>)`, setting that watermark
+  (the rebuild's own namespace, e.g. `replay:0/4`) and every `marks` attribute (`_w#<stream>:<shard>`
+  = the position replay folded that shard to), so the live projector, and replay's tail after the
+  cut, apply to the item only what comes after. A worker run again (resume) writes nothing twice.
+
+`TableFold.apply` takes each stream's events in version order; an event at or below the version
+already folded for its stream is a duplicate (the archive and the stream overlap) and is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from escore.envelope import Envelope
+from escore.projection import TOMBSTONE_TTL_SECONDS, ProjectionSpec, StreamState, position_of
+from escore.upcasting import UpcasterRegistry, upcasters
+from escore.writes import (
+    DELETED_ATTRIBUTE,
+    EXPIRES_ATTRIBUTE,
+    VERSION_ATTRIBUTE,
+    WATERMARK_PREFIX,
+    Key,
+    Write,
+    to_attr,
+)
+
+log = logging.getLogger(__name__)
+
+REBUILD_POSITION = position_of(1)  # the value of a rebuild namespace's watermark: it is only ever tested for existence
+_RETRYABLE = {"ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
+              "InternalServerError", "ServiceUnavailable", "TransactionConflictException"}
+
+
+@dataclass(slots=True)
+class OwnedItem:
+    write: Write  # the stream's writes to the item coalesced (`Write.then`): put, update or delete
+    version: int  # of the stream's last write to it
+    stream_id: str
+
+
+@dataclass
+class FoldStats:
+    folded: int = 0  # events with at least one write
+    skipped: int = 0  # events with none (types the projection does not read, no-op events)
+    duplicates: int = 0  # at or below the version already folded for their stream
+    failed: int = 0  # events that could not be folded, and the later events of their streams
+    failures: list[str] = field(default_factory=list)  # the first few, as lines
+    gaps: list[str] = field(default_factory=list)  # streams with a missing version (nothing after it folded)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.gaps)
+
+    def problems(self) -> list[str]:
+        return [f"{len(self.gaps)} stream(s) with a missing version: {'; '.join(self.gaps[:5])}"] if self.gaps else []
+
+
+class TableFold:
+    """A projection folded in memory, kept as the items to write (see the module's docstring).
+
+    `require_start`: a stream's first event must be version 1 (false for a `--since` window, whose
+    streams may begin earlier). Not thread-safe.
+    """
+
+    def __init__(self, spec: ProjectionSpec, *, upcaster: UpcasterRegistry = upcasters,
+                 require_start: bool = True) -> None:
+        self.spec = spec
+        self.upcaster = upcaster
+        self.require_start = require_start
+        self.owned: dict[Key, OwnedItem] = {}
+        self.shared: dict[Key, Write] = {}
+        self.versions: dict[str, int] = {}
+        self.states: dict[str, StreamState] = {}
+        self.broken: set[str] = set()  # streams not folded past a failure or a gap
+        self.stats = FoldStats()
+
+    def apply(self, events: Iterable[Envelope]) -> TableFold:
+        folds, versions, states, stats = self.spec.folds, self.versions, self.states, self.stats
+        for event in events:
+            stream_id, version = event.stream_id, event.version
+            last = versions.get(stream_id)
+            if last is not None and version <= last:
+                stats.duplicates += 1
+                continue
+            if stream_id in self.broken:
+                stats.failed += 1
+                continue
+            expected = (last + 1) if last is not None else (1 if self.require_start else version)
+            if version != expected:
+                self.broken.add(stream_id)
+                stats.gaps.append(f"{stream_id}: version {expected} missing (next is {version})")
+                continue
+            try:
+                current = self.upcaster.upcast(event)
+                fold = folds.get(current.type)
+                if fold is None:
+                    writes: list[Write] = []
+                else:
+                    states[stream_id], writes = fold(states.get(stream_id, {}), current)
+                    self._check(writes)
+                    self._keep(stream_id, version, writes)
+            except Exception as exc:
+                self.broken.add(stream_id)
+                stats.failed += 1
+                if len(stats.failures) < 10:
+                    stats.failures.append(f"{stream_id} v{version}: projection {self.spec.name} cannot apply it: {exc!r}")
+                continue
+            versions[stream_id] = version
+            if writes:
+                stats.folded += 1
+            else:
+                stats.skipped += 1
+        return self
+
+    def forget(self, stream_ids: Iterable[str]) -> None:
+        """Drop the state of streams folded to their end (their owned items stay until written)."""
+        for stream_id in stream_ids:
+            self.states.pop(stream_id, None)
+
+    def take_owned(self) -> dict[Key, OwnedItem]:
+        """The owned items folded so far, handed over (to be written) and forgotten here."""
+        owned, self.owned = self.owned, {}
+        return owned
+
+    @staticmethod
+    def _check(writes: list[Write]) -> None:
+        for write in writes:
+            if not isinstance(write, Write):
+                raise TypeError(f"a fold returned {type(write).__name__}, not a Write")
+            if write.key[0].startswith("$"):
+                raise ValueError(f"projection key {write.key} is reserved")
+
+    def _keep(self, stream_id: str, version: int, writes: list[Write]) -> None:
+        owned, shared = self.owned, self.shared
+        for write in writes:  # checked first: an event's writes are kept all or none
+            held = owned.get(write.key) if not write.shared else None
+            if held is not None and held.stream_id != stream_id:
+                raise ValueError(f"an owned item {write.key} is written by two streams ({held.stream_id}, "
+                                 f"{stream_id}): a projection writes a shared item with count")
+        for write in writes:
+            if write.shared:
+                before = shared.get(write.key)
+                shared[write.key] = write if before is None else before.then(write)
+            else:
+                held = owned.get(write.key)
+                if held is None:
+                    owned[write.key] = OwnedItem(write, version, stream_id)
+                else:
+                    held.write, held.version = held.write.then(write), version
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+@dataclass
+class WriteStats:
+    written: int = 0  # requests that changed the item
+    already: int = 0  # requests whose condition found the write done (or overtaken)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, done: bool) -> None:
+        with self.lock:
+            if done:
+                self.written += 1
+            else:
+                self.already += 1
+
+
+def owned_request(table: str, key: Key, item: OwnedItem, now: float) -> tuple[str, dict[str, Any]]:
+    """The one conditional request that writes an owned item: ("put_item" | "update_item", kwargs)."""
+    write, version = item.write, {"N": str(item.version)}
+    pk = {"pk": {"S": key[0]}, "sk": {"S": key[1]}}
+    condition = "attribute_not_exists(#v) OR #v < :v"
+    common: dict[str, Any] = {"TableName": table, "ConditionExpression": condition}
+    if write.op in ("put", "delete"):
+        attributes = dict(write.set) if write.op == "put" else {
+            DELETED_ATTRIBUTE: True, EXPIRES_ATTRIBUTE: int(now) + TOMBSTONE_TTL_SECONDS}
+        return "put_item", {**common, "Item": {**pk, VERSION_ATTRIBUTE: version,
+                                               **{n: to_attr(v) for n, v in attributes.items()}},
+                            "ExpressionAttributeNames": {"#v": VERSION_ATTRIBUTE},
+                            "ExpressionAttributeValues": {":v": version}}
+    names = {"#v": VERSION_ATTRIBUTE}
+    values: dict[str, Any] = {":v": version}
+    sets = ["#v = :v"]
+    for index, (name, value) in enumerate(write.set.items()):
+        names[f"#s{index}"] = name
+        values[f":s{index}"] = to_attr(value)
+        sets.append(f"#s{index} = :s{index}")
+    expression = f"SET {', '.join(sets)}"
+    removes = sorted(write.remove)
+    if removes:
+        for index, name in enumerate(removes):
+            names[f"#r{index}"] = name
+        expression += f" REMOVE {', '.join(f'#r{i}' for i in range(len(removes)))}"
+    return "update_item", {**common, "Key": pk, "UpdateExpression": expression,
+                           "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
+
+
+def shared_request(table: str, key: Key, write: Write, namespace: str, marks: Mapping[str, str]) -> dict[str, Any]:
+    """The UpdateItem of a shared item: its ADDs and SETs, its rebuild watermark and the live marks."""
+    names = {"#w": WATERMARK_PREFIX + namespace}
+    values: dict[str, Any] = {":w": {"S": REBUILD_POSITION}}
+    sets = ["#w = :w"]
+    for index, (name, position) in enumerate(sorted(marks.items())):
+        names[f"#m{index}"] = name
+        values[f":m{index}"] = {"S": position}
+        sets.append(f"#m{index} = :m{index}")
+    for index, (name, value) in enumerate(write.set.items()):
+        names[f"#s{index}"] = name
+        values[f":s{index}"] = to_attr(value)
+        sets.append(f"#s{index} = :s{index}")
+    adds = []
+    for index, (name, amount) in enumerate(write.add.items()):
+        names[f"#a{index}"] = name
+        values[f":a{index}"] = to_attr(amount)
+        adds.append(f"#a{index} :a{index}")
+    expression = f"SET {', '.join(sets)}" + (f" ADD {', '.join(adds)}" if adds else "")
+    return {"TableName": table, "Key": {"pk": {"S": key[0]}, "sk": {"S": key[1]}},
+            "UpdateExpression": expression, "ConditionExpression": "attribute_not_exists(#w)",
+            "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
+
+
+def live_marks(cuts: Mapping[str, str]) -> dict[str, str]:
+    """`marks` for `write_fold`: namespace -> cut position, as watermark attributes."""
+    return {WATERMARK_PREFIX + namespace: position for namespace, position in cuts.items()}
+
+
+def write_fold(
+    fold: TableFold,
+    client: Any,
+    table: str,
+    namespace: str,
+    marks: Mapping[str, str],
+    *,
+    owned: Mapping[Key, OwnedItem] | None = None,
+    shared: bool = True,
+    workers: int = 4,
+    clock: Callable[[], float] = time.time,
+    stats: WriteStats | None = None,
+) -> WriteStats:
+    """Write the fold's items into `table`, each with one conditional request (see the module's docstring).
+
+    `owned` (default: `fold.take_owned()`) and, with `shared`, the fold's shared items. `marks` maps
+    watermark attributes (`_w#<namespace>`, see `live_marks`) to the positions the fold covers. Writes
+    run on `workers` threads; the first error that is not a throttle stops the writing and is raised
+    (a writer run again writes nothing twice). Counts go to `stats` (a new one by default), as they happen.
+    """
+    if not namespace or namespace.startswith(("$", "_")):
+        raise ValueError(f"bad rebuild namespace {namespace!r}")
+    items = fold.take_owned() if owned is None else owned
+    now = clock()
+    requests: list[tuple[str, dict[str, Any]]] = [owned_request(table, key, item, now) for key, item in items.items()]
+    if shared:
+        requests += [("update_item", shared_request(table, key, write, namespace, marks))
+                     for key, write in fold.shared.items()]
+    stats = stats if stats is not None else WriteStats()
+
+    def send(request: tuple[str, dict[str, Any]]) -> None:
+        method, kwargs = request
+        for attempt in range(1, 9):
+            try:
+                getattr(client, method)(**kwargs)
+            except Exception as exc:
+                code = _code(exc)
+                if code == "ConditionalCheckFailedException":
+                    stats.add(False)
+                    break
+                if code in _RETRYABLE and attempt < 8:
+                    time.sleep(min(0.05 * 2**attempt, 2.0) * (0.5 + random.random()))
+                    continue
+                raise
+            stats.add(True)
+            break
+
+    if workers <= 1 or len(requests) <= 1:
+        for request in requests:
+            send(request)
+        return stats
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rebuild") as pool:
+        futures = [pool.submit(send, request) for request in requests]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+        for future in done:
+            error = future.exception()
+            if error is not None:
+                raise error
+    return stats
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
