@@ -6,8 +6,9 @@ Item layout (docs/architecture.md, "The event store table"):
 - the store's own items, all at `version` 0 under a `stream_id` starting with `$`, so they never
   share a key with an event and the publisher skips them (`kind` is not "event"):
   `$claim#<scope>#<value>` (kind "claim", owner), `$idem#<method path>#<key>` (kind "idempotency",
-  request_hash, status, token, lease_until, response, expires_at as TTL) and
-  `$snapshot#<stream_id>` (kind "snapshot", snapshot_version, state).
+  request_hash, status, token, lease_until, response, expires_at as TTL),
+  `$snapshot#<stream_id>` (kind "snapshot", snapshot_version, state) and the publisher's attempt
+  marks `$publish#<change record id>` (kind "publish", at, expires_at; `publisher.marks`).
 
 An append is one TransactWriteItems: a ConditionCheck that the item at `expected_version` exists
 (left out when it is 0), one Put per event conditioned on `attribute_not_exists`, the claims and
