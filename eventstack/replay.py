@@ -61,7 +61,10 @@ Into = Literal["new", "in-place"]
 REPLAYED = "replayed"  # metadata flag: side-effect consumers skip events that carry it
 GENERATION_RE = re.compile(r"-g\d{14}$")
 HANDOFF_SECONDS = 2 * TABLE_CACHE_SECONDS + 10
-FENCE_SECONDS = 2 * GATE_CACHE_SECONDS + 5  # after the rebuild control is written, before emptying
+# In place, between writing the rebuild control and emptying the table: every gate has read the
+# control (its cache), and every batch a gate admitted before has ended (the projector's timeout).
+PROJECTOR_TIMEOUT_SECONDS = 60  # infra/functions.py FunctionSpec.timeout_seconds
+FENCE_SECONDS = GATE_CACHE_SECONDS + PROJECTOR_TIMEOUT_SECONDS + 5
 LEASE_SECONDS = 900.0  # a rebuild control's lease, renewed while the replay works
 _shards_parents_first = shards_parents_first
 

@@ -108,11 +108,12 @@ def pages(kinesis: Any, start: str | None, limit: int = PAGE_LIMIT) -> Iterator[
 def shard_tip(kinesis: Any, stream: str, shard_id: str, now: datetime | None = None) -> str | None:
     """The sequence number of the shard's last record now; None if it holds none.
 
-    Read from a minute ago, then an hour, then the whole shard, until a record is found: the tip is
-    whatever was read last once the reader is at the end.
+    Read from a minute ago, then an hour, then 12 hours, then the whole shard, until a record is
+    found: the tip is whatever was read last once the reader is at the end (a clock off by more than
+    the window only costs a wider read).
     """
     now = now or datetime.now(UTC)
-    for back in (timedelta(minutes=1), timedelta(hours=1), None):
+    for back in (timedelta(minutes=1), timedelta(hours=1), timedelta(hours=12), None):
         start = iterator(kinesis, stream, shard_id, at=now - back if back else None)
         last: str | None = None
         for records, _ in pages(kinesis, start):

@@ -19,7 +19,9 @@ def replay(
     projection: Annotated[str, typer.Argument(help="user_profiles, user_timeline, or any projection added later.")],
     since: Annotated[str | None, typer.Option(help="Archive partitions from this time (RFC 3339, UTC).")] = None,
     until: Annotated[str | None, typer.Option(help="Archive partitions before this time.")] = None,
-    into: Annotated[str, typer.Option(help="new: a fresh table, switched to when complete; in-place: reset and rebuild.")] = "new",
+    into: Annotated[str, typer.Option(
+        help="new: a fresh table, switched to when complete; in-place: hold the live projector back, reset and rebuild."
+    )] = "new",
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted replay.")] = False,
     abandon: Annotated[bool, typer.Option("--abandon", help="Drop an unfinished replay (and its half-built table).")] = False,
     shard: Annotated[
@@ -30,12 +32,14 @@ def replay(
         str | None, typer.Option("--drop-table", help="Delete a retired table of this projection, and do nothing else.")
     ] = None,
     list_tables: Annotated[bool, typer.Option("--list-tables", help="List this projection's tables, and do nothing else.")] = False,
-    catch_up: Annotated[bool, typer.Option(help="After the archive, catch up from the live streams.")] = True,
+    catch_up: Annotated[bool, typer.Option(
+        help="Fold the streams up to a cut, tail them after it and hand off (--no-catch-up: the archive only, "
+             "for a stage where nothing is live).")] = True,
     handoff: Annotated[
         float | None, typer.Option(help="Seconds to keep tailing the streams after the switch (default: 2x the table cache + 10).")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Concurrent writers (default 4; 1 against the local runtime).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Events per projector call.")] = 500,
+    workers: Annotated[int | None, typer.Option(help="Concurrent item writes (default 4; 1 against the local runtime).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Stream records per call of the tail's projector.")] = 500,
     memory: Annotated[int | None, typer.Option(help="Memory budget in MiB for ordering (more: fewer spill partitions).")] = None,
     stage: StageOption = None,
 ) -> None:
@@ -99,6 +103,8 @@ def replay(
         err.print(f"{projection} now reads {summary.table}")
     elif into == "new" and not summary.ok:
         err.print(f"not switched: {projection} still reads its previous table; fix, then --resume or --abandon")
+    elif into == "in-place" and not summary.ok:
+        err.print(f"{summary.table} may be incomplete; fix, then --resume (or --abandon and replay again)")
     print(summary.line())
     if not summary.ok:
         raise typer.Exit(1)

@@ -487,6 +487,52 @@ def test_in_place_while_live_batches_arrive_ends_exact(stack: Stack, name: str) 
     assert read_model(stack.clients.dynamodb, name) == fold(stack.specs[name], events + produced)
 
 
+def test_an_in_place_replay_that_died_holds_the_live_projector_back_until_resumed(stack: Stack) -> None:
+    name = "user_profiles"
+    history = History(seed=23)
+    events = history.run(220)
+    stack.publish(events)
+    live = stack.mappings(name, stack.live_handler(name), batch_size=30)
+    for mapping in live:
+        mapping.drain()
+    archive_with_duplicates(stack.clients.s3, events[:180], random.Random(23))
+    crashing = CrashingDynamoDB(stack.clients.dynamodb, at=25)
+    with pytest.raises(Crash):
+        stack.replayer(name, into="in-place", clients=Clients(
+            crashing, stack.clients.s3, stack.clients.kinesis, stack.clients.ssm)).run()
+    more = history.run(30)  # commands go on; the live projector's batches are refused meanwhile
+    stack.publish(more)
+    for mapping in live:
+        refused = mapping.refused
+        assert mapping.step() == 0 and mapping.refused > refused
+    held = control.read_control(stack.clients.dynamodb, name)
+    assert held is not None and held.mode == "rebuild" and held.active(time.time())
+
+    summary = stack.replayer(name, into="in-place", resume=True).run()
+    assert summary.ok, summary.problems + summary.failures
+    assert summary.already == 24
+    for mapping in live:
+        mapping.drain()
+    assert read_model(stack.clients.dynamodb, name) == fold(stack.specs[name], events + more)
+
+
+def test_a_lapsed_hold_is_not_resumed(stack: Stack) -> None:
+    name = "user_timeline"
+    events = History(seed=24).run(120)
+    archive_with_duplicates(stack.clients.s3, events, random.Random(24))
+    crashing = CrashingDynamoDB(stack.clients.dynamodb, at=5)
+    with pytest.raises(Crash):
+        stack.replayer(name, into="in-place", clients=Clients(
+            crashing, stack.clients.s3, stack.clients.kinesis, stack.clients.ssm)).run()
+    control.put_rebuild(stack.clients.dynamodb, name, until=time.time() - 1)  # nobody resumed it in time
+    with pytest.raises(ReplayError, match="lapsed"):
+        stack.replayer(name, into="in-place", resume=True).run()
+    stack.replayer(name, abandon=True).run()
+    assert control.read_control(stack.clients.dynamodb, name) is None
+    summary = stack.replayer(name, into="in-place").run()  # again, from the start
+    assert summary.ok and read_model(stack.clients.dynamodb, name) == fold(stack.specs[name], events)
+
+
 # --- the gate --------------------------------------------------------------------------------------
 
 
