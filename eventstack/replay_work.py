@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from escore import control
 from escore.envelope import Envelope, EnvelopeError, decode
-from escore.projection import ApplyResult, Projector
+from escore.projection import ApplyResult, Projector, position_of
 from escore.projector_lambda import namespace
 from escore.rebuild import TableFold, live_marks, write_fold
 from eventstack import replay_tables as tables
@@ -46,11 +46,14 @@ class Worker:
         dynamodb, table = r.clients.dynamodb, self.record["table"]
         since = datetime.fromisoformat(self.record["since"]) if self.record["since"] else None
         until = datetime.fromisoformat(self.record["until"]) if self.record["until"] else None
-        fold = TableFold(r.spec, upcaster=r.upcaster, require_start=since is None)
-
         r.progress.phase("reading the streams up to the cut", None)
-        from_stream = self._stream_events()
+        origins: dict[str, tuple[str, str]] = {}
+        from_stream = self._stream_events(origins)
         r.hooks("stream-read")
+        # The recent events of a shared item (escore.rebuild) are one value per shard: exact only if
+        # one worker folds every stream; with several, none is written (each would overwrite the others').
+        fold = TableFold(r.spec, upcaster=r.upcaster, require_start=since is None,
+                         origins=origins if o.shard[1] == 1 else None)
 
         reader = r._reader()
         objects = []
@@ -108,8 +111,9 @@ class Worker:
                    owned=None if not shared else {}, shared=shared, workers=max(1, r.options.apply_workers),
                    stats=r.summary.writes)
 
-    def _stream_events(self) -> dict[str, dict[int, Envelope]]:
-        """This worker's events of the stream records up to the cuts: stream id -> version -> event."""
+    def _stream_events(self, origins: dict[str, tuple[str, str]]) -> dict[str, dict[int, Envelope]]:
+        """This worker's events of the stream records up to the cuts: stream id -> version -> event;
+        and into `origins`, event id -> (namespace, position) of each."""
         from eventstack.replay import mark_replayed
 
         r, summary = self.r, self.r.summary
@@ -129,6 +133,7 @@ class Worker:
                         continue
                     if not in_shard(event.stream_id, self.shard):
                         continue
+                    origins.setdefault(event.event_id, (namespace(stream, shard_id), position_of(item["SequenceNumber"])))
                     versions = out.setdefault(event.stream_id, {})
                     held = versions.get(event.version)
                     if held is not None:

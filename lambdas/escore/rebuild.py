@@ -16,6 +16,9 @@ events), and then writes each item once (docs/replay.md):
   (the rebuild's own namespace, e.g. `replay:0/4`) and every `marks` attribute (`_w#<stream>:<shard>`
   = the position replay folded that shard to), so the live projector, and replay's tail after the
   cut, apply to the item only what comes after. A worker run again (resume) writes nothing twice.
+  Given the stream positions of the events folded (`origins`), the item also gets, per shard, the
+  tags of the last `RECENT_EVENTS` events it took from it (`_r#<stream>:<shard>`, as the live
+  projector keeps them), so a re-sent copy of one of them just after the cut is recognised too.
 
 `TableFold.apply` takes each stream's events in version order; an event at or below the version
 already folded for its stream is a duplicate (the archive and the stream overlap) and is skipped.
@@ -23,6 +26,7 @@ already folded for its stream is a duplicate (the archive and the stream overlap
 
 from __future__ import annotations
 
+import heapq
 import logging
 import random
 import threading
@@ -33,11 +37,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from escore.envelope import Envelope
-from escore.projection import TOMBSTONE_TTL_SECONDS, ProjectionSpec, StreamState, position_of
+from escore.projection import (
+    RECENT_EVENTS,
+    TOMBSTONE_TTL_SECONDS,
+    Delivery,
+    ProjectionSpec,
+    StreamState,
+    _tag,
+    position_of,
+)
 from escore.upcasting import UpcasterRegistry, upcasters
 from escore.writes import (
     DELETED_ATTRIBUTE,
     EXPIRES_ATTRIBUTE,
+    RECENT_PREFIX,
     VERSION_ATTRIBUTE,
     WATERMARK_PREFIX,
     Key,
@@ -80,16 +93,20 @@ class TableFold:
     """A projection folded in memory, kept as the items to write (see the module's docstring).
 
     `require_start`: a stream's first event must be version 1 (false for a `--since` window, whose
-    streams may begin earlier). Not thread-safe.
+    streams may begin earlier). `origins`: event id -> (namespace, position) of the events that came
+    from a stream; a shared item keeps the last `RECENT_EVENTS` of them per namespace (`recent`).
+    Not thread-safe.
     """
 
     def __init__(self, spec: ProjectionSpec, *, upcaster: UpcasterRegistry = upcasters,
-                 require_start: bool = True) -> None:
+                 require_start: bool = True, origins: Mapping[str, tuple[str, str]] | None = None) -> None:
         self.spec = spec
         self.upcaster = upcaster
         self.require_start = require_start
+        self.origins = origins
         self.owned: dict[Key, OwnedItem] = {}
         self.shared: dict[Key, Write] = {}
+        self.recent: dict[Key, dict[str, list[tuple[str, str]]]] = {}  # key -> namespace -> heap of (position, tag)
         self.versions: dict[str, int] = {}
         self.states: dict[str, StreamState] = {}
         self.broken: set[str] = set()  # streams not folded past a failure or a gap
@@ -119,7 +136,7 @@ class TableFold:
                 else:
                     states[stream_id], writes = fold(states.get(stream_id, {}), current)
                     self._check(writes)
-                    self._keep(stream_id, version, writes)
+                    self._keep(stream_id, version, writes, current)
             except Exception as exc:
                 self.broken.add(stream_id)
                 stats.failed += 1
@@ -151,17 +168,31 @@ class TableFold:
             if write.key[0].startswith("$"):
                 raise ValueError(f"projection key {write.key} is reserved")
 
-    def _keep(self, stream_id: str, version: int, writes: list[Write]) -> None:
+    def recent_of(self, key: Key) -> dict[str, str]:
+        """The `_r#<namespace>` values of a shared item: its last events' tags, the newest first."""
+        return {namespace: " ".join(tag for _, tag in sorted(heap, reverse=True))
+                for namespace, heap in self.recent.get(key, {}).items()}
+
+    def _keep(self, stream_id: str, version: int, writes: list[Write], event: Envelope) -> None:
         owned, shared = self.owned, self.shared
         for write in writes:  # checked first: an event's writes are kept all or none
             held = owned.get(write.key) if not write.shared else None
             if held is not None and held.stream_id != stream_id:
                 raise ValueError(f"an owned item {write.key} is written by two streams ({held.stream_id}, "
                                  f"{stream_id}): a projection writes a shared item with count")
+        origin = self.origins.get(event.event_id) if self.origins else None
         for write in writes:
             if write.shared:
                 before = shared.get(write.key)
                 shared[write.key] = write if before is None else before.then(write)
+                if origin is not None:
+                    namespace, position = origin
+                    heap = self.recent.setdefault(write.key, {}).setdefault(namespace, [])
+                    entry = (position, _tag(Delivery(event, namespace, position)))
+                    if entry not in heap:  # (two writes of one event to one item)
+                        heapq.heappush(heap, entry)
+                        if len(heap) > RECENT_EVENTS:
+                            heapq.heappop(heap)
             else:
                 held = owned.get(write.key)
                 if held is None:
@@ -217,8 +248,10 @@ def owned_request(table: str, key: Key, item: OwnedItem, now: float) -> tuple[st
                            "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
 
 
-def shared_request(table: str, key: Key, write: Write, namespace: str, marks: Mapping[str, str]) -> dict[str, Any]:
-    """The UpdateItem of a shared item: its ADDs and SETs, its rebuild watermark and the live marks."""
+def shared_request(table: str, key: Key, write: Write, namespace: str, marks: Mapping[str, str],
+                   recent: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The UpdateItem of a shared item: its ADDs and SETs, its rebuild watermark, the live marks and
+    (`recent`: namespace -> tags) the recent events per live namespace."""
     names = {"#w": WATERMARK_PREFIX + namespace}
     values: dict[str, Any] = {":w": {"S": REBUILD_POSITION}}
     sets = ["#w = :w"]
@@ -226,6 +259,10 @@ def shared_request(table: str, key: Key, write: Write, namespace: str, marks: Ma
         names[f"#m{index}"] = name
         values[f":m{index}"] = {"S": position}
         sets.append(f"#m{index} = :m{index}")
+    for index, (live, tags) in enumerate(sorted((recent or {}).items())):
+        names[f"#r{index}"] = RECENT_PREFIX + live
+        values[f":r{index}"] = {"S": tags}
+        sets.append(f"#r{index} = :r{index}")
     for index, (name, value) in enumerate(write.set.items()):
         names[f"#s{index}"] = name
         values[f":s{index}"] = to_attr(value)
@@ -272,7 +309,7 @@ def write_fold(
     now = clock()
     requests: list[tuple[str, dict[str, Any]]] = [owned_request(table, key, item, now) for key, item in items.items()]
     if shared:
-        requests += [("update_item", shared_request(table, key, write, namespace, marks))
+        requests += [("update_item", shared_request(table, key, write, namespace, marks, fold.recent_of(key)))
                      for key, write in fold.shared.items()]
     stats = stats if stats is not None else WriteStats()
 
