@@ -34,7 +34,7 @@ from eventstack.local.functions import (
 )
 from eventstack.local.mappings import EventSourceMapping, PollingWorker
 from eventstack.local.plan import STAGE, LocalPlan, build_plan
-from eventstack.local.server import ApiServer
+from eventstack.local.server import ApiRequestHandler, ApiServer
 from eventstack.local.sources import Activity, DynamoDBStreamSource, KinesisSource
 
 log = logging.getLogger("eventstack.local")
@@ -89,7 +89,8 @@ class LocalRuntime:
         self.started_at = time.monotonic()
         self.emulation.start()  # raises PortInUse
         try:
-            self._http = bind(self.config.host, self.config.port, self.api, "the API", "--port")
+            self._http = bind(self.config.host, self.config.port, self.api, "the API", "--port",
+                              request_handler=ApiRequestHandler)
         except BaseException:
             self.emulation.stop()
             raise

@@ -14,12 +14,14 @@ import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from werkzeug.wrappers import Request, Response
 
 from eventstack.apigw import RouteMatch, match_route, parse_proxy_result, rest_event
+from eventstack.local.emulation import QuietRequestHandler
 from eventstack.topology import Route
 
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ log = logging.getLogger("eventstack.local")
 
 CORRELATION_HEADER = "X-Correlation-Id"
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024  # API Gateway refuses larger payloads before any Lambda runs
+READ_SIZE = 64 * 1024
 DEFAULT_DRAIN_TIMEOUT = 30.0
 MAX_DRAIN_TIMEOUT = 3600.0
 _PRINTABLE = re.compile(r"^[\x20-\x7e]{1,200}$")
@@ -48,6 +51,69 @@ def _error(status: int, code: str, message: str, correlation_id: str, **extra: A
     return _json(status, {"error": code, "message": message, **extra}, headers)
 
 
+def correlation_id_of(given: str | None) -> str:
+    """The request's X-Correlation-Id when it is printable ASCII (1-200), else a new UUID."""
+    given = (given or "").strip()
+    return given if _PRINTABLE.match(given) else str(uuid.uuid4())
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def read_body(request: Request, limit: int) -> bytes:
+    """The request body, read `READ_SIZE` at a time and never past `limit` + 1 bytes (BodyTooLarge).
+
+    A chunked body has no Content-Length to check beforehand, so this is where its size is enforced;
+    a malformed chunk is OSError (werkzeug's DechunkedInput).
+    """
+    if (request.content_length or 0) > limit:
+        raise BodyTooLarge
+    stream = request.stream
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = stream.read(min(READ_SIZE, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise BodyTooLarge
+    return b"".join(chunks)
+
+
+# What http.server answers by itself (before any WSGI app runs), as the API's JSON errors.
+_PROTOCOL_ERRORS: dict[int, tuple[str, str]] = {
+    HTTPStatus.REQUEST_URI_TOO_LONG: ("uri_too_long", "the request target is too long"),
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: ("headers_too_large", "the request headers are too large or too many"),
+}
+
+
+class ApiRequestHandler(QuietRequestHandler):
+    """The API's request handler: the errors http.server sends itself (431 for 64 KiB of headers, 414,
+    a malformed request line) are JSON with an X-Correlation-Id like every other answer, and a client's
+    input never gets a 5xx (an unsupported HTTP version is a 400)."""
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        status = int(code) if 400 <= code < 500 else int(HTTPStatus.BAD_REQUEST)
+        error, text = _PROTOCOL_ERRORS.get(status, ("bad_request", message or "the request is malformed"))
+        if status == HTTPStatus.NOT_FOUND:
+            error = "not_found"
+        body = json.dumps({"error": error, "message": text}, separators=(",", ":")).encode()
+        log.debug("answered %d by http.server itself: %s", status, message)
+        if self.request_version == "HTTP/0.9":  # not parsed yet (e.g. a bad version): answer in HTTP/1.x
+            self.request_version = self.protocol_version
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header(CORRELATION_HEADER, str(uuid.uuid4()))
+        self.send_header("Connection", "close")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
 class ApiServer:
     """A WSGI app; `runtime` supplies the functions, the status and drain."""
 
@@ -62,25 +128,26 @@ class ApiServer:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = Request(environ)
+        correlation_id = correlation_id_of(request.headers.get(CORRELATION_HEADER))
         if request.path.startswith("/_local/"):
-            response = self.local_route(request)
+            response = self.local_route(request, correlation_id)
         else:
             with self._lock:
                 self.in_flight += 1
                 self.requests += 1
             try:
-                response = self.api_route(request)
+                response = self.api_route(request, correlation_id)
             finally:
                 with self._lock:
                     self.in_flight -= 1
                     self.idle.notify_all()
                 self.runtime.activity.notify()  # a command may have appended: wake the pollers
+        if CORRELATION_HEADER not in response.headers:  # every answer carries one (CONTRACT §3)
+            response.headers[CORRELATION_HEADER] = correlation_id
         return response(environ, start_response)
 
     # -- the service API -------------------------------------------------------------------
-    def api_route(self, request: Request) -> Response:
-        given = (request.headers.get(CORRELATION_HEADER) or "").strip()
-        correlation_id = given if _PRINTABLE.match(given) else str(uuid.uuid4())
+    def api_route(self, request: Request, correlation_id: str) -> Response:
         raw_uri = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
         if not raw_uri:
             raw_uri = quote(request.path)
@@ -92,9 +159,12 @@ class ApiServer:
                 return _error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}",
                               correlation_id, allow=", ".join(found.allowed))
             return _error(404, "not_found", f"no route for {request.path}", correlation_id)
-        if (request.content_length or 0) > API_GATEWAY_MAX_BODY:
+        try:
+            body = read_body(request, API_GATEWAY_MAX_BODY)
+        except BodyTooLarge:
             return _error(413, "payload_too_large", "the request body is too large", correlation_id)
-        body = request.get_data(cache=False)
+        except OSError:  # a malformed chunk of a chunked body
+            return _error(400, "bad_request", "the request body is not valid chunked encoding", correlation_id)
         function = self.function_of[(self._method_of(request.method, found.resource), found.resource)]
         event = rest_event(
             request.method,
@@ -125,8 +195,7 @@ class ApiServer:
         return method if (method, resource) in self.function_of else "ANY"
 
     # -- the runtime's own routes -------------------------------------------------------------
-    def local_route(self, request: Request) -> Response:
-        correlation_id = str(uuid.uuid4())
+    def local_route(self, request: Request, correlation_id: str) -> Response:
         if request.path == "/_local/status":
             if request.method != "GET":
                 return _error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}",

@@ -14,7 +14,7 @@ atomic append.
 from __future__ import annotations
 
 import dataclasses
-import uuid
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar, cast
@@ -149,12 +149,16 @@ class Aggregate:
 A = TypeVar("A", bound=Aggregate)
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def canonical_uuid(text: str, kind: str) -> str:
-    """An aggregate id from a path: a UUID in its canonical form, or AggregateNotFound (no such thing)."""
-    try:
-        return str(uuid.UUID(text))
-    except ValueError as exc:
-        raise AggregateNotFound(kind, text) from exc
+    """An aggregate id from a path, which must be the canonical form ids are given out in (lower-case
+    hex, hyphenated, nothing around it); anything else is AggregateNotFound (no such thing). Only one
+    spelling names a resource, so the idempotency scope (method and path) is one per resource too."""
+    if not _CANONICAL_UUID.fullmatch(text):
+        raise AggregateNotFound(kind, text)
+    return text
 
 
 @dataclass

@@ -8,11 +8,16 @@ Around them this module guarantees, for every request:
    a known path and another method. Powertools answers 404 to both, so routes are matched here,
    before Powertools sees the event;
 2. the request itself, in this order: 413 `payload_too_large` (body over 64 KiB, after base64
-   decoding), 400 `bad_request` (wrong content type, empty or malformed JSON, a JSON value that
-   is not an object), 422 `validation_error` (pydantic, unknown fields included; bad query
-   parameters; a bad Idempotency-Key). A GET or DELETE ignores any body;
+   decoding), 400 `bad_request` (wrong content type, empty or malformed JSON, a byte order mark, a
+   number no double or 4000 digits can hold, a JSON value that is not an object), 422
+   `validation_error` (pydantic, unknown fields included; a string with an unpaired surrogate; bad
+   query parameters, an integer one being ASCII digits only; a bad Idempotency-Key). A GET or
+   DELETE ignores any body. Integers in a body are exact at any size (2**64 and 10**40 are
+   integers, not floats), so a huge `expected_version` is a plain 409;
 3. the resource's state: domain errors mapped to 404 / 409 (`conflict` with `current_version`,
-   `<scope>_taken` for a uniqueness claim);
+   `<scope>_taken` for a uniqueness claim). A path parameter the router cannot carry as it is
+   (`#`, a control character, ...) is passed percent-encoded, so it reaches the route, and a
+   malformed id is an unknown resource: 404 after the request checks, like a well-formed unknown id;
 4. never a 5xx for a client's input; any unexpected exception is logged and answered
    500 `internal_error` with no internals;
 5. `X-Correlation-Id` on every response (the request's, or a new UUID), also put in the
@@ -31,20 +36,24 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import re
 import threading
+import types
+import typing
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import orjson
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from escore.aggregate import AggregateNotFound, CommandContext, VersionConflict
 from escore.observability import count, logger
@@ -67,6 +76,12 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 IDEMPOTENT_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PRINTABLE = re.compile(r"^[\x20-\x7e]{1,200}$")
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_DIGITS = re.compile(r"[0-9]+")  # an integer parameter: ASCII digits only (no sign, space, "_", "." or "e")
+_BOM = b"\xef\xbb\xbf"
+MAX_INT_DIGITS = 4000  # a JSON integer longer than this is refused (400): Python prints up to 4300 digits
+# What Powertools' router takes in a path parameter (its _SAFE_URI, _UNSAFE_URI and \w); anything else
+# is percent-encoded before routing, so the route (not a "no such route") judges the value.
+_UNROUTABLE = re.compile(r"[^-._~()'!*:@,;=+&$%<> \[\]{}|^\w]")
 
 # Powertools keeps the current event on the resolver *class* (BaseRouter.current_event), so two
 # requests resolved at once in one process (the local runtime's threads) would see each other's
@@ -117,8 +132,110 @@ def error_parts(error: HttpError) -> tuple[dict[str, Any], dict[str, str] | None
 
 def request_hash(body: Any, query: Mapping[str, Any] | None = None) -> str:
     """Equal JSON, equal hash: keys sorted, no whitespace."""
-    canonical = orjson.dumps({"body": body, "query": dict(query or {})}, option=orjson.OPT_SORT_KEYS)
+    value = {"body": body, "query": dict(query or {})}
+    try:
+        canonical = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # what orjson cannot write (an integer over 64 bits, deep nesting): the same JSON
+        canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return hashlib.sha256(canonical).hexdigest()
+
+
+class _OutOfRange(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 is JSON, but no double holds it
+        raise _OutOfRange(text)
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_INT_DIGITS + 1:
+        raise _OutOfRange(text)
+    return int(text)
+
+
+def _no_constant(constant: str) -> Any:
+    raise ValueError(constant)  # NaN and Infinity are not JSON
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """The JSON value of a body, or HttpError 400 (and 422 for a string no store can hold).
+
+    Stricter than json.loads where JSON is (RFC 8259): no byte order mark, no NaN or Infinity; and
+    exact: integers stay integers at any size (orjson would read 10**40 as a float), a float that
+    overflows a double is refused rather than read as infinity.
+    """
+    if raw.startswith(_BOM):
+        raise HttpError(400, "bad_request", "the body starts with a byte order mark (U+FEFF): send JSON without one")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HttpError(400, "bad_request", "the body is not UTF-8") from exc
+    try:
+        value = json.loads(text, parse_float=_finite_float, parse_int=_bounded_int, parse_constant=_no_constant)
+    except _OutOfRange as exc:
+        raise HttpError(400, "bad_request", "the body holds a number out of range") from exc
+    except (ValueError, RecursionError) as exc:
+        raise HttpError(400, "bad_request", "the body is not valid JSON") from exc
+    where = _unpaired_surrogate(value)
+    if where is not None:
+        raise validation_error(
+            [{"loc": ["body", *where], "type": "unsupported_value", "msg": "a string holds an unpaired surrogate"}]
+        )
+    return value
+
+
+def _unpaired_surrogate(value: Any) -> list[str | int] | None:
+    """Where a string (key or value) holds a lone surrogate, which UTF-8 and so no store can hold."""
+    pending: list[tuple[list[str | int], Any]] = [([], value)]
+    while pending:
+        path, item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return path
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                try:
+                    key.encode("utf-8")
+                except UnicodeEncodeError:
+                    return [*path, key.encode("utf-8", "backslashreplace").decode("ascii")]
+                pending.append(([*path, key], inner))
+        elif isinstance(item, list):
+            pending.extend(([*path, index], inner) for index, inner in enumerate(item))
+    return None
+
+
+def _routable(path: str) -> str:
+    """`path` with what Powertools' router cannot match in a segment percent-encoded (as UTF-8)."""
+    def encode(match: re.Match[str]) -> str:
+        return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8", "surrogatepass"))
+
+    return "/".join(_UNROUTABLE.sub(encode, segment) for segment in path.split("/"))
+
+
+def integer_query_parameters(fn: Callable[..., Any]) -> frozenset[str]:
+    """The query parameters `fn` declares as integers (`Annotated[int | None, Query(...)]`)."""
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # an annotation this cannot resolve: Powertools' own parsing still applies
+        return frozenset()
+    names: set[str] = set()
+    for name, hint in hints.items():
+        if get_origin(hint) is not Annotated:
+            continue
+        base, *extras = get_args(hint)
+        query = next((extra for extra in extras if isinstance(extra, Query)), None)
+        if query is None:
+            continue
+        options = get_args(base) if get_origin(base) in (Union, types.UnionType) else (base,)
+        if int in options:
+            names.add(query.alias or name)
+    return frozenset(names)
 
 
 @dataclass(frozen=True)
@@ -127,6 +244,7 @@ class RouteSpec:
     template: str  # API Gateway form, "/posts/{post_id}"
     status: int  # the success status of the route
     has_body: bool
+    integer_queries: frozenset[str] = frozenset()  # query parameters that are integers: digits only
 
     def match(self, path: str) -> dict[str, str] | None:
         wanted = [s for s in self.template.split("/") if s]
@@ -174,17 +292,6 @@ def _header(event: Mapping[str, Any], name: str) -> str | None:
     return None
 
 
-def _is_json_beyond_orjson(raw: bytes) -> bool:
-    def reject(constant: str) -> Any:
-        raise ValueError(constant)  # NaN and Infinity are not JSON
-
-    try:
-        json.loads(raw, parse_constant=reject)
-    except (ValueError, RecursionError):
-        return False
-    return True
-
-
 def _normal_path(path: str) -> str:
     """`/posts/` and `//posts` are `/posts`, as API Gateway routes them."""
     return "/" + "/".join(segment for segment in path.split("/") if segment)
@@ -209,7 +316,7 @@ class JsonApi:
         self.app = APIGatewayRestResolver(
             enable_validation=True,
             serializer=lambda obj: orjson.dumps(obj).decode(),
-            json_body_deserializer=orjson.loads,
+            json_body_deserializer=json.loads,  # the body _precheck wrote: exact integers of any size
         )
         self.app.use(middlewares=[self._around_route])
         self.app.exception_handler(Exception)(self._on_exception)
@@ -223,10 +330,11 @@ class JsonApi:
         `fn` returns a JSON object, answered with `status` (e.g. 201 for a create).
         """
         method = method.upper()
-        spec = RouteSpec(method, template, status, has_body=method in BODY_METHODS)
         powertools_rule = re.sub(r"\{(\w+)\}", r"<\1>", template)
 
         def register(fn: RouteFunction) -> RouteFunction:
+            spec = RouteSpec(method, template, status, has_body=method in BODY_METHODS,
+                             integer_queries=integer_query_parameters(fn))
             self.routes.append(spec)
             self.app.route(powertools_rule, method=method)(fn)
             return fn
@@ -297,7 +405,7 @@ class JsonApi:
         scope.route = self._match(scope.method, scope.path)
         scope.command.success_status = scope.route.status
         scope.query = {str(k): str(v) for k, v in (event.get("queryStringParameters") or {}).items()}
-        prepared = dict(event, path=scope.path)
+        prepared = dict(event, path=_routable(scope.path))
         if scope.route.has_body:
             scope.body = self._read_body(event)
             headers = _without_header(event.get("headers"), "content-type")
@@ -305,10 +413,12 @@ class JsonApi:
             multi = _without_header(event.get("multiValueHeaders"), "content-type")
             multi["Content-Type"] = [content_types.APPLICATION_JSON]
             prepared.update(
-                body=orjson.dumps(scope.body).decode(), isBase64Encoded=False, headers=headers, multiValueHeaders=multi
+                body=json.dumps(scope.body, ensure_ascii=False), isBase64Encoded=False, headers=headers,
+                multiValueHeaders=multi,
             )
         else:
             prepared.update(body=None, isBase64Encoded=False)  # a GET or DELETE ignores any body
+        self._check_integer_queries(event, scope.route)
         if scope.method in IDEMPOTENT_METHODS:
             key = _header(event, IDEMPOTENCY_HEADER)
             if key is not None:
@@ -320,6 +430,19 @@ class JsonApi:
                 scope.idempotency_key = key
                 scope.command.idempotency_key = key
         return prepared
+
+    @staticmethod
+    def _check_integer_queries(event: Mapping[str, Any], route: RouteSpec) -> None:
+        """422 for an integer query parameter that is not ASCII digits (pydantic would take "1_0", " 5", "1.0")."""
+        if not route.integer_queries:
+            return
+        single = event.get("queryStringParameters") or {}
+        multi = event.get("multiValueQueryStringParameters") or {}
+        for name in sorted(route.integer_queries):
+            values = list(multi.get(name) or ()) or ([single[name]] if name in single else [])
+            if any(not isinstance(value, str) or not _DIGITS.fullmatch(value) for value in values):
+                raise validation_error([{"loc": ["query", name], "type": "int_parsing",
+                                         "msg": "an integer: ASCII digits only"}])
 
     def _match(self, method: str, path: str) -> RouteSpec:
         fits = [(spec.literal_rank, spec) for spec in self.routes if spec.match(path) is not None]
@@ -352,14 +475,7 @@ class JsonApi:
                 raise HttpError(400, "bad_request", "the body must be sent as Content-Type: application/json")
         if not raw.strip():
             raise HttpError(400, "bad_request", "a JSON object body is required")
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            if _is_json_beyond_orjson(raw):  # valid JSON the codec refuses, e.g. "\ud800": a bad value
-                raise validation_error(
-                    [{"loc": ["body"], "type": "unsupported_value", "msg": "a value cannot be stored (unpaired surrogate?)"}]
-                ) from exc
-            raise HttpError(400, "bad_request", "the body is not valid JSON") from exc
+        body = parse_json_body(raw)
         if not isinstance(body, dict):
             raise HttpError(400, "bad_request", "the body must be a JSON object")
         return body

@@ -105,9 +105,11 @@ class TestRead:
         expect_error(posts.client.get(f"/posts/{uuid.uuid4()}"), 404, "not_found")
         expect_error(posts.client.get("/posts/not-a-uuid"), 404, "not_found")
 
-    def test_an_upper_case_id_finds_the_post(self, posts: Posts) -> None:
+    def test_only_the_canonical_id_finds_the_post(self, posts: Posts) -> None:
         post_id = posts.create()
-        assert posts.client.get(f"/posts/{post_id.upper()}").json["post_id"] == post_id
+        assert posts.client.get(f"/posts/{post_id}").json["post_id"] == post_id
+        for loose in (post_id.upper(), "{" + post_id + "}", post_id.replace("-", ""), post_id + "%0A"):
+            expect_error(posts.client.get(f"/posts/{loose}"), 404, "not_found")
 
 
 class TestEdit:

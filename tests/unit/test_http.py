@@ -127,7 +127,7 @@ class TestRequestChecks:
 
     def test_valid_json_the_codec_cannot_hold_is_422_not_400_nor_500(self, toy: Toy) -> None:
         body = expect_error(toy.client.post("/things", '{"name": "\\ud800"}'), 422, "validation_error")
-        assert body["detail"][0]["loc"] == ["body"]
+        assert body["detail"][0]["loc"] == ["body", "name"]  # the field holding the unpaired surrogate
 
     def test_a_body_that_is_not_an_object_is_400(self, toy: Toy) -> None:
         for body in ("[]", '["a"]', '"a"', "1", "null", "true"):

@@ -92,11 +92,13 @@ class TestPost:
             post_id="p", author_id="a", text="t"
         )
 
-    def test_ids_from_paths_are_canonical_uuids(self) -> None:
+    def test_ids_from_paths_are_canonical_uuids_only(self) -> None:
         value = uuid.uuid4()
-        assert canonical_uuid(str(value).upper(), "post") == str(value)
-        with pytest.raises(AggregateNotFound):
-            canonical_uuid("not-a-uuid", "post")
+        assert canonical_uuid(str(value), "post") == str(value)
+        for loose in ("not-a-uuid", str(value).upper(), "{" + str(value) + "}", "urn:uuid:" + str(value),
+                      value.hex, str(value) + "\n", " " + str(value)):
+            with pytest.raises(AggregateNotFound):
+                canonical_uuid(loose, "post")
 
 
 def repository(store: InMemoryEventStore, **kwargs: object) -> Repository[Post]:
