@@ -66,7 +66,8 @@ class Projection:
 
     @property
     def table(self) -> Table:
-        return Table(self.name, ("pk", "S"), ("sk", "S"))
+        # TTL: the engine's tombstones expire (escore.writes.EXPIRES_ATTRIBUTE)
+        return Table(self.name, ("pk", "S"), ("sk", "S"), ttl_attribute="expires_at")
 
     @property
     def function_name(self) -> str:

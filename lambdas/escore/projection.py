@@ -63,7 +63,7 @@ from escore.writes import (
 
 __all__ = [
     "ApplyResult", "Delivery", "Failure", "Fold", "InMemoryProjection", "ProjectionSpec", "Projector",
-    "StreamState", "Write", "apply_write", "count", "delete", "from_attr", "from_item", "position_of",
+    "StreamState", "Write", "apply_write", "count", "delete", "event_tag", "from_attr", "from_item", "position_of",
     "put", "read_count", "to_attr", "update",
 ]
 
@@ -295,7 +295,7 @@ class Projector:
         item.entries = [e for e in item.entries if _open(e[0], cut, failed)]
         slot = (item.key, item.namespace)
         recent = self._recent.get(slot) if item.shared else None  # None: not known in this process
-        pending = [e for e in item.entries if recent is None or _tag(e[0]) not in recent]
+        pending = [e for e in item.entries if recent is None or event_tag(e[0]) not in recent]
         done: list[tuple[Delivery, Write]] = []
         for attempt in range(1, self._max_attempts + 1):
             if not pending:
@@ -320,7 +320,7 @@ class Projector:
             if item.shared:  # the item as it is: its watermark and its recent events say what is applied
                 recent = tuple(str(old.get(RECENT_PREFIX + item.namespace, {}).get("S", "")).split())
                 applied = str(mark["S"]) if mark is not None else ""
-                pending = [e for e in pending if e[0].position > applied and _tag(e[0]) not in recent]
+                pending = [e for e in pending if e[0].position > applied and event_tag(e[0]) not in recent]
                 continue
             if mark is None:
                 if pending[0][1].may_create:
@@ -380,7 +380,7 @@ class Projector:
             # this process last wrote (or read back); else the old item comes back and we know them.
             condition += (f" AND {tags} = {value({'S': ' '.join(recent)})}" if recent
                           else f" AND attribute_not_exists({tags})")
-            written = tuple(_tag(d) for d, _ in reversed(entries))[:RECENT_EVENTS] + (recent or ())
+            written = tuple(event_tag(d) for d, _ in reversed(entries))[:RECENT_EVENTS] + (recent or ())
             written = written[:RECENT_EVENTS]
             sets = [f"{mark} = {value({'S': last.position})}", f"{tags} = {value({'S': ' '.join(written)})}"]
             sets += [f"{name(n)} = {value(to_attr(v))}" for n, v in merged.set.items()]
@@ -426,7 +426,7 @@ class Projector:
 _DUPLICATE = Write(("", ""), "update")  # marks an entry found already applied
 
 
-def _tag(delivery: Delivery) -> str:
+def event_tag(delivery: Delivery) -> str:
     """A short, collision-resistant id of the event (64 bits), for a shared item's recent events."""
     return hashlib.blake2b(delivery.event.event_id.encode(), digest_size=8).hexdigest()
 

@@ -43,7 +43,7 @@ from escore.projection import (
     Delivery,
     ProjectionSpec,
     StreamState,
-    _tag,
+    event_tag,
     position_of,
 )
 from escore.upcasting import UpcasterRegistry, upcasters
@@ -188,7 +188,7 @@ class TableFold:
                 if origin is not None:
                     namespace, position = origin
                     heap = self.recent.setdefault(write.key, {}).setdefault(namespace, [])
-                    entry = (position, _tag(Delivery(event, namespace, position)))
+                    entry = (position, event_tag(Delivery(event, namespace, position)))
                     if entry not in heap:  # (two writes of one event to one item)
                         heapq.heappush(heap, entry)
                         if len(heap) > RECENT_EVENTS:
