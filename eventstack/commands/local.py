@@ -61,10 +61,10 @@ def local(
         raise typer.Exit(2) from None
     typer.echo(runtime.banner())
     sys.stdout.flush()
-    runtime.serve_until_interrupted()
+    code = runtime.serve_until_interrupted()  # non-zero when the AWS emulation died under it
     # Everything is stopped and flushed; skip the interpreter's teardown of moto's and botocore's
     # object graphs, which takes seconds and does nothing useful here.
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)

@@ -236,6 +236,11 @@ class MotoEmulation:
     def endpoint_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def process(self) -> subprocess.Popen[str] | None:
+        """The child process (with `own_process`, once started), for the runtime to watch."""
+        return self._process
+
     def start(self) -> None:
         if self.own_process:
             self._start_process()

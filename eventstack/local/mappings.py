@@ -65,9 +65,16 @@ class PollingWorker:
         self._thread = threading.Thread(target=self._run, name=f"poller-{self.name}", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def signal_stop(self) -> None:
+        """Ask the thread to stop after its current round, without waiting (`stop` waits).
+
+        A read or a delivery that fails from then on ends the loop quietly: the runtime signals
+        this when the emulation is gone, so the pollers do not log its absence once a round."""
         self._stopping.set()
         self.activity.wake()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.signal_stop()
         if self._thread is not None:
             self._thread.join(timeout)
 

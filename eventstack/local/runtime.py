@@ -4,15 +4,24 @@ Threads: moto's server (a thread per request); the API server (a thread per requ
 thread per event source mapping and one per Firehose delivery stream. Handlers run in the thread
 that invokes them. Nothing spins: idle pollers wait on `Activity`, which API requests and finished
 batches signal, and otherwise read each idle shard at most every MAX_IDLE_POLL_SECONDS.
+
+The emulation (moto) runs in a child process and holds every resource's state in memory. A thread
+waits on it: if it exits while the runtime is not stopping, the state is gone for good, so the
+runtime says so once, answers 503 to whatever still arrives, stops the pollers and the API and
+exits with EXIT_EMULATION_DIED (docs/decisions.md: exit rather than restart).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +48,10 @@ from eventstack.local.sources import Activity, DynamoDBStreamSource, KinesisSour
 
 log = logging.getLogger("eventstack.local")
 
-__all__ = ["LocalConfig", "LocalRuntime", "PortInUse"]
+__all__ = ["EXIT_EMULATION_DIED", "LocalConfig", "LocalRuntime", "PortInUse"]
+
+EXIT_EMULATION_DIED = 3  # `eventstack local`'s exit code when the emulation's process died under it
+IN_FLIGHT_GRACE_SECONDS = 2.0  # after the emulation died: how long requests already in a handler get to answer
 
 
 @dataclass
@@ -75,6 +87,11 @@ class LocalRuntime:
         self._sqs: Any = None
         self.started_at = 0.0
         self.ready_seconds = 0.0
+        self._stopping = False  # set once stop() stops the emulation: its exit is expected from then on
+        self._wake = threading.Event()  # the foreground loop's: a signal, or the emulation died
+        self.emulation_died = threading.Event()
+        self.emulation_pid: int | None = None
+        self.emulation_exit_code: int | None = None
 
     # -- life cycle --------------------------------------------------------------------------
     @property
@@ -88,10 +105,12 @@ class LocalRuntime:
     def start(self) -> None:
         self.started_at = time.monotonic()
         self.emulation.start()  # raises PortInUse
+        self._watch_emulation()
         try:
-            self._http = bind(self.config.host, self.config.port, self.api, "the API", "--port",
+            self._http = bind(self.config.host, self.config.port, self._gate, "the API", "--port",
                               request_handler=ApiRequestHandler)
         except BaseException:
+            self._stopping = True
             self.emulation.stop()
             raise
         self.config.port = self._http.server_address[1]
@@ -106,6 +125,65 @@ class LocalRuntime:
                                              name="api-server", daemon=True)
         self._http_thread.start()
         self.ready_seconds = time.monotonic() - self.started_at
+
+    # -- the emulation's child process -------------------------------------------------------
+    def _watch_emulation(self) -> None:
+        process = self.emulation.process
+        if process is None:  # moto in this process: nothing to watch
+            return
+        self.emulation_pid = process.pid
+        threading.Thread(target=self._wait_for_emulation, args=(process,), name="emulation-watch",
+                         daemon=True).start()
+
+    def _wait_for_emulation(self, process: subprocess.Popen[str]) -> None:
+        """Block until the child exits; that also reaps it, so it never lingers as a zombie."""
+        code = process.wait()
+        if self._stopping:
+            return
+        self.emulation_exit_code = code
+        self.emulation_died.set()
+        for worker in self.workers:  # their next failed read ends them, quietly
+            worker.signal_stop()
+        log.error(
+            "the AWS emulation (moto, pid %d) %s. Its state (every table, stream, queue and the archive) "
+            "was in its memory and is gone, so the local runtime stops now (exit code %d); start it again "
+            "for an empty stack.", process.pid, describe_exit(code), EXIT_EMULATION_DIED,
+        )
+        self._wake.set()
+
+    def _emulation_exited(self) -> bool:
+        """Whether the child has exited, even if the watcher has not run yet (it needs the GIL, and may
+        wait a switch interval for it): one waitid(WNOWAIT) per request, which leaves it to be reaped."""
+        pid = self.emulation_pid
+        if pid is None or self._stopping or not hasattr(os, "waitid"):
+            return False
+        try:
+            return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:  # reaped already: by the watcher
+            return True
+
+    def _gate(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        """The API's front door: once the emulation is gone, a plain 503 instead of a handler's failure
+        (or a drain's timeout); only the status still answers, to say what happened."""
+        if environ.get("PATH_INFO") == "/_local/status" and environ.get("REQUEST_METHOD") == "GET":
+            return self.api(environ, start_response)
+        if not self.emulation_died.is_set():
+            if not self._emulation_exited():
+                return self.api(environ, start_response)
+            self.emulation_died.wait(1.0)  # the watcher is reaping it this very moment
+        given = str(environ.get("HTTP_X_CORRELATION_ID", "")).strip()
+        correlation_id = given if 0 < len(given) <= 200 and given.isprintable() and given.isascii() \
+            else str(uuid.uuid4())
+        body = json.dumps({
+            "error": "emulation_stopped",
+            "message": f"the AWS emulation {describe_exit(self.emulation_exit_code)}; "
+                       "the local runtime is stopping and its state is gone",
+        }, separators=(",", ":")).encode()
+        start_response("503 Service Unavailable", [
+            ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+            ("X-Correlation-Id", correlation_id), ("Connection", "close"),
+        ])
+        return [body]
 
     def _create(self) -> None:
         client = self.emulation.client
@@ -148,6 +226,8 @@ class LocalRuntime:
         try:
             self._publish(names, ssm)
         except Exception as exc:  # the CLI still finds the names from the status or the plan
+            if self.emulation_died.is_set() or self._stopping:
+                return  # said once already, or no longer of use
             log.warning("could not publish resource names to SSM: %s", exc)
 
     def _publish(self, names: Any, ssm: Any) -> None:
@@ -178,6 +258,8 @@ class LocalRuntime:
     def stop(self, drain_timeout: float | None = None) -> None:
         """Stop taking requests, let in-flight work finish (up to `drain_timeout`), then stop everything."""
         wait = self.config.drain_on_stop if drain_timeout is None else drain_timeout
+        if self.emulation_died.is_set():  # nothing to drain into: only let in-flight requests answer
+            wait = min(wait, IN_FLIGHT_GRACE_SECONDS)
         started = time.monotonic()
         if self._http is not None:
             self._http.shutdown()
@@ -190,6 +272,7 @@ class LocalRuntime:
                       time.monotonic() - started)
         for worker in self.workers:
             worker.stop()
+        self._stopping = True
         self.emulation.stop()
         log.debug("stop: stopped after %.1f s", time.monotonic() - started)
         restore_process_environment(self._previous_env)
@@ -198,7 +281,7 @@ class LocalRuntime:
     # -- status and drain --------------------------------------------------------------------
     def _dlq_count(self, queue: str) -> int | None:
         url = self.resources.queue_urls.get(queue)
-        if url is None or self._sqs is None:
+        if url is None or self._sqs is None or self.emulation_died.is_set():
             return None
         try:
             attributes = self._sqs.get_queue_attributes(
@@ -224,6 +307,12 @@ class LocalRuntime:
             "archive_bucket": self.plan.archive_bucket,
             "tables": dict(self.plan.table_names),
             "streams": dict(self.plan.streams),
+            "emulation": {
+                "pid": self.emulation_pid,
+                "running": self.emulation_pid is not None and not self.emulation_died.is_set()
+                and not self._stopping,
+                "exit_code": self.emulation_exit_code,
+            },
             "mappings": mappings,
             "firehose": [d.status() for d in self.deliveries],
             "functions": {
@@ -249,6 +338,8 @@ class LocalRuntime:
         self.activity.begin_hurry()
         try:
             while True:
+                if self.emulation_died.is_set():  # what was pending is lost with the emulation
+                    return False, self.status()
                 mark = max(started, self.activity.last)
                 if self.quiet_since(mark) and self.activity.last <= mark:
                     return True, self.status()
@@ -279,9 +370,10 @@ class LocalRuntime:
         lines += ["", f"Ready in {self.ready_seconds:.1f} s. Press Ctrl-C to stop."]
         return "\n".join(lines)
 
-    def serve_until_interrupted(self) -> None:
-        """Block until SIGINT/SIGTERM; then stop cleanly. A second Ctrl-C quits at once."""
-        stop = threading.Event()
+    def serve_until_interrupted(self) -> int:
+        """Block until SIGINT/SIGTERM, or until the emulation dies; then stop cleanly and return the exit
+        code (0, or EXIT_EMULATION_DIED). A second Ctrl-C quits at once."""
+        stop = self._wake
         interrupts = []
 
         def on_signal(signum: int, frame: Any) -> None:
@@ -295,10 +387,29 @@ class LocalRuntime:
         try:
             while not stop.wait(0.5):
                 pass
-            print("\nstopping: finishing in-flight work (Ctrl-C again to quit at once) ...", file=sys.stderr,
-                  flush=True)
+            if not self.emulation_died.is_set():
+                print("\nstopping: finishing in-flight work (Ctrl-C again to quit at once) ...", file=sys.stderr,
+                      flush=True)
             self.stop()
+            if self.emulation_died.is_set():  # before the stop, or during its drain
+                print(f"eventstack local: stopped because the AWS emulation {describe_exit(self.emulation_exit_code)}; "
+                      f"exiting with code {EXIT_EMULATION_DIED}", file=sys.stderr, flush=True)
+                return EXIT_EMULATION_DIED
             print("stopped", file=sys.stderr, flush=True)
+            return 0
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+
+def describe_exit(code: int | None) -> str:
+    """'exited with code 1', 'was killed by SIGKILL (exit code -9)': a Popen return code in words."""
+    if code is None:
+        return "is running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name} (exit code {code})"
+    return f"exited with code {code}"
