@@ -299,6 +299,10 @@ class DynamoDBEventStore(EventStore):
                 old: Item | None = exc.response.get("Item") or self._get(idempotency_key(key))
             if old is None or float(old["expires_at"]["N"]) < now:
                 continue
+            if old["status"]["S"] == "in_progress" and old.get("token", {}).get("S") == record.token:
+                # Our own Put committed and botocore retried it after its answer was lost: the lease
+                # in the way is this request's, never a conflict with itself (issue 9, defect 8).
+                return record
             if old["request_hash"]["S"] != request_hash:
                 raise IdempotencyKeyReused(key.id)
             if old["status"]["S"] == "completed":
@@ -322,6 +326,11 @@ class DynamoDBEventStore(EventStore):
         except ClientError as exc:
             if _code(exc) != "ConditionalCheckFailedException":
                 raise
+            held = self._get(idempotency_key(completion.reservation.key))
+            if (held is not None and held["status"]["S"] == "completed"
+                    and held.get("token", {}).get("S") == completion.reservation.token
+                    and held.get("response", {}).get("S") == response):
+                return  # this very update committed and was retried after its answer was lost
             raise IdempotencyInProgress(
                 f"reservation of {completion.reservation.key.id} is no longer held"
             ) from None

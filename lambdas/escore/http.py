@@ -54,6 +54,9 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Query
+from botocore.exceptions import ClientError as BotoClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import HTTPClientError as BotoHTTPClientError
 
 from escore.aggregate import AggregateNotFound, CommandContext, VersionConflict
 from escore.observability import count, logger
@@ -91,15 +94,36 @@ _RESOLVE_LOCK = threading.RLock()
 RouteFunction = TypeVar("RouteFunction", bound=Callable[..., Any])
 
 
-class HttpError(Exception):
-    """An error answer: `{"error": code, "message": message, **extra}` with `status`."""
+RETRY_AFTER_SECONDS = 2  # what a 503 asks a client to wait before retrying
+# Codes an AWS service answers when it is overloaded or failing, not because of the request: still
+# there after botocore's retries, they are a 503 like a timeout.
+_UNAVAILABLE_CODES = frozenset({
+    "ProvisionedThroughputExceededException", "ThrottlingException", "Throttling", "RequestLimitExceeded",
+    "InternalServerError", "InternalFailure", "ServiceUnavailable", "ServiceUnavailableException",
+})
 
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+
+class HttpError(Exception):
+    """An error answer: `{"error": code, "message": message, **extra}` with `status` (and `headers`)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+    ) -> None:
         self.status = status
         self.code = code
         self.message = message
+        self.headers = dict(headers or {})
         self.extra = extra
         super().__init__(message)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """A dependency that did not answer in time, could not be reached, or said it is overloaded."""
+    if isinstance(exc, BotoConnectionError | BotoHTTPClientError):  # timeouts, refused or dropped
+        return True
+    if isinstance(exc, BotoClientError):
+        return str(exc.response.get("Error", {}).get("Code", "")) in _UNAVAILABLE_CODES
+    return False
 
 
 def validation_error(detail: Sequence[Mapping[str, Any]], message: str | None = None) -> HttpError:
@@ -126,8 +150,10 @@ def json_response(status: int, body: Mapping[str, Any], headers: Mapping[str, st
 def error_parts(error: HttpError) -> tuple[dict[str, Any], dict[str, str] | None]:
     """(body, headers) of an error answer; a 405's `allow` becomes the Allow header."""
     extra = dict(error.extra)
-    headers = {"Allow": str(extra.pop("allow"))} if "allow" in extra else None
-    return {"error": error.code, "message": error.message, **extra}, headers
+    headers = dict(error.headers)
+    if "allow" in extra:
+        headers["Allow"] = str(extra.pop("allow"))
+    return {"error": error.code, "message": error.message, **extra}, headers or None
 
 
 def request_hash(body: Any, query: Mapping[str, Any] | None = None) -> str:
@@ -554,7 +580,7 @@ class JsonApi:
         if isinstance(exc, VersionConflict):
             return HttpError(409, "conflict", str(exc), current_version=exc.current_version)
         if isinstance(exc, ConcurrencyError):
-            extra = {} if exc.current_version is None else {"current_version": exc.current_version}
+            extra: dict[str, Any] = {} if exc.current_version is None else {"current_version": exc.current_version}
             return HttpError(409, "conflict", "the resource was changed by another request; reload and retry", **extra)
         if isinstance(exc, ClaimTaken):
             return HttpError(409, f"{exc.claim.scope}_taken", f"{exc.claim.scope} {exc.claim.value!r} is taken")
@@ -562,6 +588,10 @@ class JsonApi:
             return HttpError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still running")
         if isinstance(exc, TooLarge):
             return HttpError(413, "payload_too_large", "the request is too large to store")
+        if is_unavailable(exc):  # not the client's fault, and worth retrying: a 503, never a hang or a 500
+            logger.warning("a dependency is unavailable", extra={"error_type": type(exc).__name__})
+            return HttpError(503, "service_unavailable", "the service is briefly unavailable; retry shortly",
+                             headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         logger.exception("unhandled error in route", extra={"error_type": type(exc).__name__})
         return HttpError(500, "internal_error", "internal error")
 

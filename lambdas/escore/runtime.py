@@ -43,13 +43,33 @@ def lazy(build: Callable[..., Handler]) -> Handler:
     return entry
 
 
-def aws_client(service: str, given: Any = None) -> Any:
+def aws_client(service: str, given: Any = None, *, config: Any = None) -> Any:
     """`given`, or a boto3 client for `service` (imported here, at first use, to keep imports cheap).
 
     The endpoint comes from the standard AWS_ENDPOINT_URL variable, which the local runtime sets.
+    `config` is a botocore Config (the API's: `api_client_config()`).
     """
     if given is not None:
         return given
     import boto3
 
-    return boto3.client(service)
+    return boto3.client(service, config=config)
+
+
+# The API functions' AWS clients: a request answers within API Gateway's 29 s whatever DynamoDB does.
+# botocore's defaults (60 s to read, several attempts) let one stalled call hang a request for over a
+# minute; with these the worst is about 3 x (1 + 3) s plus back-off, then a 503 (escore.http).
+API_CONNECT_TIMEOUT = 1.0
+API_READ_TIMEOUT = 3.0
+API_MAX_ATTEMPTS = 3  # the first try and two retries ("standard" mode: jittered back-off)
+
+
+def api_client_config() -> Any:
+    """The botocore Config of the API functions' clients (short timeouts, few attempts)."""
+    from botocore.config import Config
+
+    return Config(
+        connect_timeout=API_CONNECT_TIMEOUT,
+        read_timeout=API_READ_TIMEOUT,
+        retries={"total_max_attempts": API_MAX_ATTEMPTS, "mode": "standard"},
+    )

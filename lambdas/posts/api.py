@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from escore.aggregate import CommandContext, Repository, canonical_uuid
 from escore.envelope import new_id
 from escore.http import JsonApi, validation_error
-from escore.runtime import Handler, lazy, require
+from escore.runtime import Handler, api_client_config, aws_client, lazy, require
 from escore.store import EventStore
 from posts.domain import KIND, Post
 from posts.schemas import MAX_TAG_LENGTH, normalize_tag
@@ -126,7 +126,9 @@ def build(
     if store is None:
         from escore.dynamodb_store import DynamoDBEventStore  # boto3 only when no store is given
 
-        store = DynamoDBEventStore(require(env, ENV_EVENT_STORE_TABLE))
+        # Short timeouts: a stalled DynamoDB is a timely 503, not a hang (escore.runtime.api_client_config).
+        store = DynamoDBEventStore(require(env, ENV_EVENT_STORE_TABLE),
+                                   aws_client("dynamodb", config=api_client_config()))
     if snapshot_every is None:
         snapshot_every = int(env.get(ENV_SNAPSHOT_EVERY) or 0)
     commands = PostCommands(Repository(store, Post, service, snapshot_every=snapshot_every))
@@ -174,7 +176,7 @@ def _counts_on(env: Mapping[str, str]) -> Callable[[], HashtagCounts]:
         if table not in models:
             from posts.readmodels import HashtagReadModel
 
-            models[table] = HashtagReadModel(table)
+            models[table] = HashtagReadModel(table, aws_client("dynamodb", config=api_client_config()))
         return models[table]
 
     return current

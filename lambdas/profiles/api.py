@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from escore.aggregate import AggregateNotFound, CommandContext, Repository, canonical_uuid
 from escore.envelope import new_id
 from escore.http import JsonApi, validation_error
-from escore.runtime import Handler, lazy, require
+from escore.runtime import Handler, api_client_config, aws_client, lazy, require
 from escore.store import EventStore
 from profiles.domain import KIND, User
 from profiles.readmodels import InvalidCursor
@@ -136,7 +136,9 @@ def build(
     if store is None:
         from escore.dynamodb_store import DynamoDBEventStore  # boto3 only when no store is given
 
-        store = DynamoDBEventStore(require(env, ENV_EVENT_STORE_TABLE))
+        # Short timeouts: a stalled DynamoDB is a timely 503, not a hang (escore.runtime.api_client_config).
+        store = DynamoDBEventStore(require(env, ENV_EVENT_STORE_TABLE),
+                                   aws_client("dynamodb", config=api_client_config()))
     if snapshot_every is None:
         snapshot_every = int(env.get(ENV_SNAPSHOT_EVERY) or 0)
     commands = UserCommands(
@@ -183,7 +185,7 @@ def _profiles_on(env: Mapping[str, str]) -> Callable[[], PostCounts]:
     def current() -> PostCounts:
         table = resolve()  # the active table: a replay `--into new` may have switched it
         if table not in models:
-            models[table] = ProfileReadModel(table)
+            models[table] = ProfileReadModel(table, aws_client("dynamodb", config=api_client_config()))
         return models[table]
 
     return current
@@ -199,7 +201,7 @@ def _timeline_on(env: Mapping[str, str]) -> Callable[[], Timelines]:
     def current() -> Timelines:
         table = resolve()
         if table not in models:
-            models[table] = TimelineReadModel(table)
+            models[table] = TimelineReadModel(table, aws_client("dynamodb", config=api_client_config()))
         return models[table]
 
     return current
