@@ -148,6 +148,8 @@ class _Item:
     shared: bool
     namespace: str
     entries: list[tuple[Delivery, Write]] = field(default_factory=list)
+    written: list[tuple[Delivery, Write]] = field(default_factory=list)  # what this call's write carried
+    tags: tuple[str, ...] = ()  # a shared item's recent events as this call left them
 
     def order(self, delivery: Delivery) -> Any:
         return delivery.position if self.shared else delivery.event.version
@@ -220,6 +222,8 @@ class Projector:
         shared = self._plan(order, writes_of, cut, failed, owned=False)
         for item in shared:
             self._write(item, cut, failed)
+        for item in shared:
+            self._compensate(item, cut)
             self._collect(item, outcome)
 
         for delivery in order:
@@ -313,7 +317,9 @@ class Projector:
                 return
             if old is None:  # written
                 done.extend(pending)
+                item.written = list(pending)
                 if item.shared:
+                    item.tags = written
                     self._remember(slot, written)
                 break
             mark = old.get(WATERMARK_PREFIX + item.namespace if item.shared else VERSION_ATTRIBUTE)
@@ -338,6 +344,49 @@ class Projector:
                 return
         item.entries = [(d, w) for d, w in item.entries if (d, w) in done] + [
             (d, _DUPLICATE) for d, w in item.entries if (d, w) not in done]
+
+    def _compensate(self, item: _Item, cut: Mapping[str, str]) -> None:
+        """Take back what a shared item took past its namespace's cut (a write of another item failed
+        after this one was written), so that nothing at or past the delivery Lambda re-delivers from
+        is applied anywhere: then a batch dead-lettered after its retries holds only unapplied events."""
+        limit = cut.get(item.namespace)
+        if not item.shared or limit is None or not item.written:
+            return
+        past = [(d, w) for d, w in item.written if d.position >= limit]
+        if not past or not limit.isdigit() or not item.written[0][0].position.isdigit():
+            return
+        kept = [(d, w) for d, w in item.written if d.position < limit]
+        undo: dict[str, int] = {}
+        for _, write in past:
+            for name, amount in write.add.items():
+                undo[name] = undo.get(name, 0) - amount
+        back = {event_tag(d) for d, _ in past}
+        tags = tuple(t for t in item.tags if t not in back)
+        # The watermark goes back to the last delivery kept, or to just below the first this write
+        # carried (its condition said the item held less than that, so nothing below is missing).
+        first = item.written[0][0].position
+        below = kept[-1][0].position if kept else position_of(max(int(first) - 1, 0))
+        names = {"#w": WATERMARK_PREFIX + item.namespace, "#r": RECENT_PREFIX + item.namespace}
+        values: dict[str, Any] = {":hi": {"S": item.written[-1][0].position}, ":below": {"S": below},
+                                  ":tags": {"S": " ".join(tags)}}
+        adds = []
+        for n, (name, amount) in enumerate(undo.items()):
+            names[f"#c{n}"], values[f":c{n}"] = name, to_attr(amount)
+            adds.append(f"#c{n} :c{n}")
+        # Forget the recent events first: if this process dies once the write lands, what it last
+        # wrote is no longer the item's, and must not be used to drop a re-delivered event.
+        self._recent.pop((item.key, item.namespace), None)
+        try:
+            self._client.update_item(
+                TableName=self.table_name, Key={"pk": {"S": item.key[0]}, "sk": {"S": item.key[1]}},
+                UpdateExpression="SET #w = :below, #r = :tags" + (f" ADD {', '.join(adds)}" if adds else ""),
+                ConditionExpression="#w = :hi", ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        except Exception as exc:  # the deliveries past the cut stay applied: their re-delivery skips them
+            log.error("projection %s: could not take back %d deliveries from %s past the cut of %s: %r",
+                      self.spec.name, len(past), item.key, item.namespace, exc)
+            return
+        item.entries = [(d, w) for d, w in item.entries if d.position < limit]
+        item.written = kept
 
     def _remember(self, slot: tuple[Key, str], recent: tuple[str, ...]) -> None:
         cache = self._recent

@@ -207,3 +207,54 @@ def _on_shard(log: list[dict[str, Any]], shard: int) -> list[dict[str, Any]]:
         out.append({**record, "eventID": f"shardId-{shard:012d}:{sequence}",
                     "kinesis": {**record["kinesis"], "sequenceNumber": str(sequence)}})
     return out
+
+
+class FailingItem:
+    """The real client, except that every write of one item fails (DynamoDB failing on it)."""
+
+    def __init__(self, client: Any, pk: str) -> None:
+        self._client, self.pk = client, pk
+
+    def update_item(self, **kwargs: Any) -> Any:
+        if kwargs["Key"]["pk"]["S"] == self.pk and "ConditionExpression" in kwargs and "#a0" in kwargs.get(
+                "ExpressionAttributeNames", {}):
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": "injected"}}, "UpdateItem")
+        return self._client.update_item(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@pytest.mark.parametrize("then", ["re-delivery", "dead-lettered and redriven"])
+def test_a_failed_shared_write_takes_back_what_other_items_took_past_it(dynamodb: Any, then: str) -> None:
+    """Item #a is written with deliveries 1 and 3, then item #b's write (delivery 2) fails: the batch
+    is cut at 2, so #a gives back delivery 3. Whatever comes next, the re-delivery from 2 in the same
+    shard or the dead-lettered range [2, 3] redriven in a namespace of its own, each is applied once."""
+    from escore.projection import Delivery, Projector, position_of
+
+    case = CASES[2]  # hashtag_counts
+    table = create(dynamodb, case, f"undo-{then[:4]}")
+    at = "2024-01-01T00:00:00.000000Z"
+
+    def created(n: int, tag: str) -> Envelope:
+        from tests.integration.projector_harness import envelope
+
+        return envelope(f"post-p{n}", 1, "PostCreated", {"post_id": f"p{n}", "author_id": "u", "text": f"#{tag}"}, at)
+
+    events = [created(1, "a"), created(2, "b"), created(3, "a")]
+    shard = "posts-events:0"
+    batch = [Delivery(e, shard, position_of(n)) for n, e in enumerate(events, start=1)]
+    failing = Projector(case.spec, table, FailingItem(dynamodb, "tag#b"), sleep=lambda _: None)
+    result = failing.apply(batch)
+    assert sorted(f.event_id for f in result.failed) == sorted(e.event_id for e in events[1:])
+    counts = {k[0]: v["post_count"] for k, v in table_items(dynamodb, table).items()}
+    assert counts == {"tag#a": 1}  # delivery 3 taken back
+    healthy = Projector(case.spec, table, dynamodb)
+    if then == "re-delivery":
+        assert not healthy.apply(batch[1:]).failed
+    else:  # the range [2, 3] in a namespace of its own, as `eventstack dlq redrive` does
+        assert not healthy.apply([Delivery(d.event, "redrive:posts-events:0:2", d.position) for d in batch[1:]]).failed
+    counts = {k[0]: v["post_count"] for k, v in table_items(dynamodb, table).items()}
+    assert counts == {"tag#a": 2, "tag#b": 1}
