@@ -47,13 +47,15 @@ def aws_client(service: str, given: Any = None, *, config: Any = None) -> Any:
     """`given`, or a boto3 client for `service` (imported here, at first use, to keep imports cheap).
 
     The endpoint comes from the standard AWS_ENDPOINT_URL variable, which the local runtime sets.
+    The region from AWS_REGION (what Lambda sets, and what the CLI documents), else boto3's own
+    lookup (AWS_DEFAULT_REGION, the profile): boto3 alone ignores AWS_REGION.
     `config` is a botocore Config (the API's: `api_client_config()`).
     """
     if given is not None:
         return given
     import boto3
 
-    return boto3.client(service, config=config)
+    return boto3.client(service, config=config, region_name=os.environ.get("AWS_REGION") or None)
 
 
 # The API functions' AWS clients: a request answers within API Gateway's 29 s whatever DynamoDB does.
