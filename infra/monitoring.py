@@ -136,6 +136,15 @@ class ServiceMonitoring(Construct):
                 width=8,
             )
         )
+        # The relay's exactly-once work (publisher.handler) and replay's hold on the projectors (escore.control).
+        graphs.append(
+            cw.GraphWidget(
+                title="re-attempts: found already published, unknown outcomes, batches held back",
+                left=[counted("EventsAlreadyPublished"), counted("PublishUnknownOutcomes")],
+                right=[counted("BatchesRefused")],
+                width=8,
+            )
+        )
 
         self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=self._prefix)
         self.dashboard.add_widgets(cw.AlarmStatusWidget(title="alarms", alarms=self.alarms, width=24))

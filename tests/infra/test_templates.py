@@ -440,5 +440,6 @@ def test_alarms_cover_mappings_functions_archive_and_api(each: Synth, service: s
     assert alarmed("5XXError", f"eventstack-{each.stage}-{service}-api")
     assert sum(v["Type"] == "AWS::CloudWatch::Dashboard" for v in resources.values()) == 1
     dashboard = json.dumps(next(v for v in resources.values() if v["Type"] == "AWS::CloudWatch::Dashboard"))
-    for counted in ("EventsPublished", "EventsApplied", "DuplicatesSkipped", "RecordsFailed"):
+    for counted in ("EventsPublished", "EventsApplied", "DuplicatesSkipped", "RecordsFailed",
+                    "EventsAlreadyPublished", "PublishUnknownOutcomes", "BatchesRefused"):
         assert counted in dashboard, counted  # the handlers' own metrics (escore.observability)
