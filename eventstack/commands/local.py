@@ -12,8 +12,9 @@ import typer
 
 def local(
     host: Annotated[str, typer.Option(help="Address the HTTP API listens on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8000,
-    aws_port: Annotated[int, typer.Option("--aws-port", help="Port of the AWS emulation (moto), on 127.0.0.1.")] = 5000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the HTTP API.")] = 8000,
+    aws_port: Annotated[int, typer.Option("--aws-port", min=1, max=65535,
+                                          help="Port of the AWS emulation (moto), on 127.0.0.1.")] = 5000,
     firehose_interval: Annotated[
         float, typer.Option("--firehose-interval", min=0.0, help="Seconds Firehose buffers before writing to S3.")
     ] = 5.0,
@@ -40,6 +41,9 @@ def local(
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise typer.BadParameter("one of: debug, info, warning, error", param_hint="--log-level")
+    if port == aws_port:
+        raise typer.BadParameter(f"the API and the AWS emulation cannot share port {port}", param_hint="--port")
+    _check_host(host)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("eventstack").setLevel(level)
@@ -68,3 +72,25 @@ def local(
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _check_host(host: str) -> None:
+    """An address of this machine to listen on (an IP literal or a name that resolves to one), checked
+    before anything starts: a bad --host is one clear line and exit 2, never a traceback."""
+    import ipaddress
+    import socket
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not host or host.replace(".", "").isdigit():  # digits and dots, yet no IP (256.1.1.1)
+            raise typer.BadParameter(f"{host!r} is not an IP address", param_hint="--host") from None
+        try:
+            socket.getaddrinfo(host, None)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise typer.BadParameter(f"{host!r} does not resolve ({exc})", param_hint="--host") from None
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, 0))
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot listen on {host!r}: {exc.strerror or exc}", param_hint="--host") from None
