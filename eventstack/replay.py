@@ -25,6 +25,12 @@
    tail goes on for `handoff_seconds` (longer than the table cache), then the table's coverage
    (`$control`/`$coverage`, what `dlq redrive` skips) is written and the control item removed.
 
+Windows: a `since`/`until` that leaves archive objects out (the record's `partial`, counted against a
+listing of the whole archive) builds a table holding only the window: `into="new"` does not switch to
+it (`summary.withheld`, exit 3) and `into="in-place"` is refused before anything is done, unless
+`switch_partial`. A stream record that is not an envelope (dead-lettered live; a Kinesis record cannot
+be fixed) is counted and named (`summary.bad_records`) and passed over; it does not block the switch.
+
 Resume: a worker run again re-folds and re-writes; the writes' conditions make what was written a
 no-op. Each worker's "done" marker (`$replay#<i>/<n>`) keeps finished workers from running again.
 """
@@ -51,7 +57,7 @@ from escore.rebuild import FoldStats, WriteStats
 from escore.tables import TABLE_CACHE_SECONDS, table_parameter_name
 from escore.upcasting import UpcasterRegistry, upcasters
 from eventstack import replay_tables as tables
-from eventstack.archive import ArchiveReader, ReadStats, load_upcasters
+from eventstack.archive import ArchiveReader, ReadStats, floor_hour, load_upcasters
 from eventstack.local.functions import ensure_lambdas_importable
 from eventstack.replay_streams import shards_parents_first
 from eventstack.resources import Resources
@@ -127,13 +133,23 @@ class ReplaySummary:
     problems: list[str] = field(default_factory=list)  # archive gaps, conflicts, bad lines
     writes: WriteStats = field(default_factory=WriteStats)  # the rebuild's item writes
     switched: bool = False
+    withheld: str = ""  # why a finished replay did not switch readers (a window that is not the archive)
+    bad_records: int = 0  # stream records nobody can decode (dead-lettered live): passed over
+    bad_record_samples: list[str] = field(default_factory=list)  # "<stream>/<shard> <sequence>: <why>"
     waiting_for_shards: int = 0
     seconds: float = 0.0
     archive: ReadStats = field(default_factory=ReadStats)
 
     @property
     def ok(self) -> bool:
-        return not (self.failed or self.problems)
+        return not (self.failed or self.problems or self.withheld)
+
+    def bad_record(self, message: str) -> None:
+        """A stream record that is not an envelope: the live mappings dead-lettered it, and nothing
+        can fix a Kinesis record, so it is counted and named, and the replay goes on."""
+        self.bad_records += 1
+        if len(self.bad_record_samples) < 10:
+            self.bad_record_samples.append(message)
 
     def line(self) -> str:
         return (
@@ -181,6 +197,7 @@ class ReplayOptions:
     catch_up: bool = True
     handoff_seconds: float = HANDOFF_SECONDS
     drop_old: bool = False
+    switch_partial: bool = False  # switch to (or rebuild in place from) a window that leaves archive objects out
     poll_seconds: float = 1.0  # the tail's pause between reads of the shards' tips
     fence_seconds: float = FENCE_SECONDS
     lease_seconds: float = LEASE_SECONDS
@@ -318,15 +335,28 @@ class Replayer:
         table = f"{GENERATION_RE.sub('', active)}-g{now:%Y%m%d%H%M%S}" if o.into == "new" else active
         reader = self._reader()
         max_keys: dict[str, str] = {}
+        left_out = 0  # archive objects outside the window
+        first = floor_hour(o.since) if o.since else None
         for service in self.projection.sources:  # listed before the cuts are read: archived <= cut
-            objects = reader.list(service, o.since, o.until)
+            every = reader.list(service)
+            objects = [obj for obj in every if not ((first is not None and obj.hour < first)
+                                                    or (o.until is not None and obj.hour >= o.until))]
+            left_out += len(every) - len(objects)  # (the reader's own window, ArchiveReader.list)
             if objects:
                 max_keys[service] = objects[-1].key
+        partial = left_out > 0
+        if partial and o.into == "in-place" and not o.switch_partial:
+            raise ReplayError(
+                f"the window ({_window(o)}) leaves {left_out} archive object(s) out: rebuilt in place, "
+                f"{active} would hold only the window; nothing was done. Replay --into new (readers are not "
+                "switched to a partial table), or pass --switch-partial if the window determines every item"
+            )
         record = {
             "projection": self.projection.name, "into": o.into, "table": table, "previous": active,
             "since": o.since.isoformat() if o.since else None, "until": o.until.isoformat() if o.until else None,
             "max_keys": max_keys, "shards": o.shard[1], "started_at": now.isoformat(),
             "phase": "preparing", "creator": list(o.shard), "catch_up": o.catch_up,
+            "partial": left_out, "switch_partial": o.switch_partial,
         }
         if not self._create_parameter(self.record_name, orjson.dumps(record).decode()):
             return self._begin()  # another shard worker got there first: join its record
@@ -484,6 +514,12 @@ class Replayer:
         except ssm.exceptions.ParameterAlreadyExists:
             return False
         return True
+
+
+def _window(options: ReplayOptions) -> str:
+    parts = [f"--since {options.since.isoformat()}" if options.since else "",
+             f"--until {options.until.isoformat()}" if options.until else ""]
+    return " ".join(p for p in parts if p)
 
 
 def read_cuts_of(kinesis: Any, streams: list[str]) -> dict[str, dict[str, str]]:

@@ -188,6 +188,7 @@ class Tail:
         prepare: Callable[[Envelope], Envelope] = lambda event: event,
         on_result: Callable[[ApplyResult, int], None] | None = None,
         on_problem: Callable[[str], None] | None = None,
+        on_bad_record: Callable[[str], None] | None = None,
         on_progress: Callable[[], None] | None = None,
         max_failures: int = 5,
         page_limit: int = PAGE_LIMIT,
@@ -199,6 +200,7 @@ class Tail:
         self.prepare = prepare
         self.on_result = on_result
         self.on_problem = on_problem or (lambda _message: None)
+        self.on_bad_record = on_bad_record or self.on_problem
         self.on_progress = on_progress
         self.max_failures = max_failures
         self.page_limit = page_limit
@@ -266,8 +268,8 @@ class Tail:
             sequence = str(record["SequenceNumber"])
             try:
                 event = self.prepare(decode(record["Data"]))
-            except EnvelopeError as exc:  # nobody can apply it: reported, passed over
-                self.on_problem(f"{cursor.stream}/{cursor.shard_id} {sequence}: {exc}")
+            except EnvelopeError as exc:  # nobody can apply it (the live mapping dead-lettered it): passed over
+                self.on_bad_record(f"{cursor.stream}/{cursor.shard_id} {sequence}: {exc}")
                 continue
             deliveries.append(Delivery(event, cursor.namespace, position_of(sequence)))
             sequence_of.setdefault(event.event_id, sequence)

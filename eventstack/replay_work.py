@@ -128,8 +128,8 @@ class Worker:
                     summary.events_read += 1
                     try:
                         event = decode(item["Data"])
-                    except EnvelopeError as exc:
-                        summary.problems.append(f"{stream}/{shard_id} {item['SequenceNumber']}: {exc}")
+                    except EnvelopeError as exc:  # dead-lettered by the live mappings; nobody can fix it
+                        summary.bad_record(f"{stream}/{shard_id} {item['SequenceNumber']}: {exc}")
                         continue
                     if not in_shard(event.stream_id, self.shard):
                         continue
@@ -182,7 +182,7 @@ class Finisher:
             return r.upcaster.upcast(mark_replayed(event))
 
         tail = Tail(r.clients.kinesis, r.streams, start, projector.apply, prepare=prepare, on_result=on_result,
-                    on_problem=summary.problems.append, on_progress=on_progress, page_limit=o.batch_size)
+                    on_problem=summary.problems.append, on_bad_record=summary.bad_record, on_progress=on_progress, page_limit=o.batch_size)
         catch_up = bool(self.record.get("catch_up", True))
         if catch_up:
             r.progress.phase("catching up from the streams", None)
@@ -190,6 +190,17 @@ class Finisher:
         r.hooks("caught-up")
         if not summary.ok and into == "new":
             r.progress.note("not switching: the replay reported problems")
+            return
+        left_out = int(self.record.get("partial") or 0)
+        if into == "new" and left_out and not (self.record.get("switch_partial") or o.switch_partial):
+            # A window that leaves archive objects out built a table holding only the window.
+            summary.withheld = (
+                f"{table} holds only the window: {left_out} archive object(s) are outside it, so readers were "
+                f"not switched to it ({r.projection.name} still reads {r.active_table()}). Pass --switch-partial "
+                f"to switch to such a table; --drop-table {table} to delete it"
+            )
+            r.progress.note(f"not switching: {summary.withheld}")
+            self._clean_up()  # the replay is over; the table stays, not active
             return
         if catch_up:
             control.put_handoff(dynamodb, table, tail.positions(),
@@ -221,13 +232,14 @@ class Finisher:
     def _clean_up(self) -> None:
         r, o = self.r, self.r.options
         previous = self.record.get("previous")
-        if self.record["into"] == "new" and o.drop_old and previous and previous != self.table:
+        switched = self.record["into"] == "new" and r.active_table() == self.table
+        if switched and o.drop_old and previous and previous != self.table:
             if previous == r.initial_table():
                 r.progress.note(f"kept {previous}: it belongs to the deployment")
             else:
                 tables.delete_table(r.clients.dynamodb, previous)
                 r.progress.note(f"dropped {previous}")
-        r.summary.switched = r.summary.switched or (self.record["into"] == "new" and r.active_table() == self.table)
+        r.summary.switched = r.summary.switched or switched
         r.cleanup(self.record)
         r.clients.ssm.delete_parameter(Name=r.record_name)
         r.hooks("finished")

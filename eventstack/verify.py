@@ -5,6 +5,9 @@ Counts, by `event_id`:
 - duplicated: extra copies in the archive (at-least-once delivery; harmless, replay drops them);
 - unexpected: in the archive, not in the store (events of another service, or a store that lost data).
 
+An object that is not gzip, is truncated or cannot be read is named and counted (`bad_objects`) and
+the others are read all the same; the lines it gave before the damage count as archived.
+
 Events the store appended in the last `grace` seconds are not counted missing (Firehose buffers for
 up to its interval before writing): they are reported as `recent`. Memory: one entry per event id of
 the store and one counter per archived id (about 150 bytes each); a store of tens of millions of
@@ -13,6 +16,7 @@ events wants a machine with a few GB, or `--since` to check a window.
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +24,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import orjson
+from botocore.exceptions import BotoCoreError, ClientError
 
 from escore.envelope import Envelope, parse_timestamp
-from eventstack.archive import ArchiveObject, ArchiveReader
+from eventstack.archive import ArchiveError, ArchiveObject, ArchiveReader
 
 
 @dataclass
@@ -36,11 +41,18 @@ class VerifyResult:
     unexpected: int = 0
     recent: int = 0
     bad_lines: int = 0
+    bad_objects: list[tuple[str, str]] = field(default_factory=list)  # (key, why): not gzip, truncated, unreadable
     missing_samples: list[str] = field(default_factory=list)  # "stream_id vN (event_id)"
 
     @property
     def ok(self) -> bool:
-        return self.missing == 0
+        return self.missing == 0 and not self.bad_objects
+
+    @property
+    def exit_code(self) -> int:
+        """0: every stored event archived; 1: events missing; 3: an object could not be read (its
+        events may be counted missing too: the line says how many)."""
+        return 3 if self.bad_objects else 1 if self.missing else 0
 
 
 def verify(
@@ -72,9 +84,11 @@ def verify(
     objects = reader.list(service, since, None)
     result.objects = len(objects)
     counts: Counter[str] = Counter()
-    for ids, bad in _archived_ids(reader, objects):
-        counts.update(ids)
+    for key, ids, bad, error in _archived_ids(reader, objects):
+        counts.update(ids)  # a damaged object's lines before the damage are archived all the same
         result.bad_lines += bad
+        if error is not None:
+            result.bad_objects.append((key, error))
     result.archived_lines = sum(counts.values())
     for event_id, (stream_id, version) in stored.items():
         if event_id not in counts:
@@ -92,17 +106,32 @@ def verify(
     return result
 
 
-def _archived_ids(reader: ArchiveReader, objects: Sequence[ArchiveObject]) -> Iterable[tuple[list[str], int]]:
-    def ids_of(obj: ArchiveObject) -> tuple[list[str], int]:
+def _archived_ids(reader: ArchiveReader,
+                  objects: Sequence[ArchiveObject]) -> Iterable[tuple[str, list[str], int, str | None]]:
+    """Per object: its key, the event ids of its lines, how many lines are not envelopes, and why it
+    could not be read to its end (None if it could)."""
+
+    def ids_of(obj: ArchiveObject) -> tuple[str, list[str], int, str | None]:
         ids: list[str] = []
         bad = 0
-        for line in reader.iter_lines(obj.key):
-            try:
-                raw = orjson.loads(line)
-                ids.append(str(raw["event_id"]))
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                bad += 1
-        return ids, bad
+        try:
+            for line in reader.iter_lines(obj.key):
+                try:
+                    raw = orjson.loads(line)
+                    ids.append(str(raw["event_id"]))
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    bad += 1
+        except (ArchiveError, zlib.error, OSError, BotoCoreError, ClientError) as exc:
+            return obj.key, ids, bad, _why(exc)
+        return obj.key, ids, bad, None
 
     with ThreadPoolExecutor(max_workers=reader.workers) as pool:
         yield from pool.map(ids_of, objects)
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, zlib.error):
+        return f"not gzip ({exc})"
+    if isinstance(exc, ArchiveError):
+        return str(exc)  # "truncated gzip stream"
+    return f"unreadable ({type(exc).__name__}: {exc})"

@@ -24,7 +24,16 @@ def verify(
     ] = 0.0,
     stage: Annotated[str | None, typer.Option("--stage", envvar="EVENTSTACK_STAGE", help="Stage; default: the one deployed.")] = None,
 ) -> None:
-    """Count events missing from, duplicated in, and unexpected in the archive; exit 1 if any is missing."""
+    """Count events missing from, duplicated in, and unexpected in the archive.
+
+    An object that is not gzip, or is truncated, is named and counted; the others are read all the same.
+
+    Exit status:
+    0 every stored event is archived;
+    1 events are missing (every object read);
+    2 a bad option, or the stage's resources not found;
+    3 an archive object could not be read (the events only it held are counted missing too).
+    """
     from rich.console import Console
 
     from escore.dynamodb_store import DynamoDBEventStore
@@ -48,6 +57,8 @@ def verify(
         raise typer.Exit(2) from None
     for sample in result.missing_samples:
         err.print(f"missing: {sample}")
+    for key, why in result.bad_objects:
+        err.print(f"[red]unreadable object:[/red] {key}: {why}", soft_wrap=True)  # a key is one line
     if result.bad_lines:
         err.print(f"{result.bad_lines} archive line(s) are not envelopes")
     if result.recent:
@@ -55,7 +66,7 @@ def verify(
     print(
         f"{service}: {result.stored} events in the store, {result.archived_lines} archived in "
         f"{result.objects} objects; missing: {result.missing}, duplicated: {result.duplicated}, "
-        f"unexpected: {result.unexpected}"
+        f"unexpected: {result.unexpected}" + (f", unreadable objects: {len(result.bad_objects)}" if result.bad_objects else "")
     )
-    if not result.ok:
-        raise typer.Exit(1)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)

@@ -17,8 +17,15 @@ StageOption = Annotated[
 
 def replay(
     projection: Annotated[str, typer.Argument(help="user_profiles, user_timeline, or any projection added later.")],
-    since: Annotated[str | None, typer.Option(help="Archive partitions from this time (RFC 3339, UTC).")] = None,
-    until: Annotated[str | None, typer.Option(help="Archive partitions before this time.")] = None,
+    since: Annotated[str | None, typer.Option(
+        help="Archive partitions from this time (RFC 3339, UTC). A window that leaves archive objects out builds a "
+             "table holding only the window: see --switch-partial.")] = None,
+    until: Annotated[str | None, typer.Option(help="Archive partitions before this time (see --since).")] = None,
+    switch_partial: Annotated[bool, typer.Option(
+        "--switch-partial",
+        help="With a --since/--until window that leaves archive objects out: switch readers to the table anyway "
+             "(--into new), or rebuild the active table from the window alone (--into in-place, refused without "
+             "it). Without it, --into new builds the table, does not switch, and exits 3.")] = False,
     into: Annotated[str, typer.Option(
         help="new: a fresh table, switched to when complete; in-place: hold the live projector back, reset and rebuild."
     )] = "new",
@@ -43,7 +50,14 @@ def replay(
     memory: Annotated[int | None, typer.Option(help="Memory budget in MiB for ordering (more: fewer spill partitions).")] = None,
     stage: StageOption = None,
 ) -> None:
-    """Rebuild a projection from the archive, then hand it over to the live stream."""
+    """Rebuild a projection from the archive, then hand it over to the live stream.
+
+    Exit status:
+    0 done: switched (--into new) or rebuilt in place;
+    1 problems (archive gaps, conflicts, unreadable objects, failed folds): not switched; fix, then --resume or --abandon;
+    2 a bad option, or a replay that cannot start (a windowed --into in-place without --switch-partial);
+    3 a --since/--until window that leaves archive objects out built a table holding only the window: not switched.
+    """
     from rich.console import Console
 
     from eventstack import replay as engine
@@ -73,6 +87,7 @@ def replay(
             apply_workers=workers or (1 if resources.is_local_endpoint() else 4),
             catch_up=catch_up,
             drop_old=drop_old,
+            switch_partial=switch_partial,
             memory_budget=memory * 1024 * 1024 if memory else None,
         )
         if handoff is not None:
@@ -95,12 +110,21 @@ def replay(
         return
     for problem in summary.problems + summary.failures:
         err.print(f"[red]problem:[/red] {problem}")
+    if summary.bad_records:
+        err.print(f"{summary.bad_records} stream record(s) are not envelopes (the live mappings dead-lettered them; "
+                  "nothing can fix a Kinesis record): passed over")
+        for sample in summary.bad_record_samples:
+            err.print(f"  passed over: {sample}", soft_wrap=True)
     if summary.skipped:
         err.print(f"{summary.skipped} events of types {projection} does not read were passed over")
     if summary.waiting_for_shards:
         err.print(f"shard done; {summary.waiting_for_shards} shard(s) still running: the last to finish switches")
     elif summary.switched:
         err.print(f"{projection} now reads {summary.table}")
+    elif summary.withheld and not (summary.problems or summary.failed):
+        err.print(f"[yellow]not switched:[/yellow] {summary.withheld}")
+        print(summary.line())
+        raise typer.Exit(3)
     elif into == "new" and not summary.ok:
         err.print(f"not switched: {projection} still reads its previous table; fix, then --resume or --abandon")
     elif into == "in-place" and not summary.ok:

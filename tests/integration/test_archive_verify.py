@@ -70,3 +70,30 @@ def test_a_deleted_archive_object_is_reported_missing(aws: dict[str, Any]) -> No
     assert verify("posts", store.iter_all(), reader).missing == 20
     graced = verify("posts", store.iter_all(), reader, grace=10**10)
     assert graced.missing == 0 and graced.recent == 20
+
+
+def test_an_unreadable_object_is_named_counted_and_passed_over(aws: dict[str, Any]) -> None:
+    """Issue 9 defect 4: an object that is not gzip, or is truncated, is named and counted; the
+    others are still read; the exit code (3) is distinct from "missing" (1)."""
+    events = store_events(aws["dynamodb"], 150, seed=3)
+    keys = [k for k in archive_with_duplicates(aws["s3"], events, random.Random(3), duplicate_rate=0, per_object=20)
+            if "service=posts" in k]
+    s3 = aws["s3"]
+    s3.put_object(Bucket=BUCKET, Key=keys[1], Body=b"this is not gzip at all")
+    body = s3.get_object(Bucket=BUCKET, Key=keys[2])["Body"].read()
+    s3.put_object(Bucket=BUCKET, Key=keys[2], Body=body[: len(body) // 2])
+
+    result = CliRunner().invoke(app, ["archive", "verify", "posts", "--stage", "test"])
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    assert keys[1] in result.stderr and keys[2] in result.stderr
+    assert "unreadable objects: 2" in result.stdout
+    assert f"in {len(keys)} objects" in result.stdout
+    from eventstack.archive import ArchiveReader
+
+    store = DynamoDBEventStore("posts_events", aws["dynamodb"])
+    counted = verify("posts", store.iter_all(), ArchiveReader(BUCKET, aws["s3"]))
+    assert sorted(k for k, _ in counted.bad_objects) == sorted(keys[1:3])
+    assert 20 <= counted.missing < 40  # the first: all its events; the truncated one: those after the cut-off
+    help_text = " ".join(CliRunner().invoke(app, ["archive", "verify", "--help"]).stdout.split())
+    assert "1 events are missing" in help_text and "3 an archive object could not be read" in help_text

@@ -615,3 +615,129 @@ def test_the_table_resolver_follows_the_pointer_with_a_cache(stack: Stack) -> No
     assert resolver() == "user_timeline-g1"
     # without the pointer variable (unit tests, an old deployment) the table variable is the answer
     assert TableResolver({"USER_TIMELINE_TABLE": "t"}, "user_timeline")() == "t"
+
+
+# --- issue 9: windowed replays, a second in-place replay, undecodable stream records ------------------
+
+
+def test_a_windowed_replay_does_not_switch_to_a_partial_table(stack: Stack) -> None:
+    """Issue 9 defect 1: a window that leaves archive objects out builds a table holding only the
+    window; readers are not switched to it unless `switch_partial` says so, and in place it is refused
+    before anything is touched."""
+    name = "user_timeline"
+    events = History(seed=31).run(300)
+    archive_with_duplicates(stack.clients.s3, events, random.Random(31), duplicate_rate=0, per_object=20)
+    since = T0 + timedelta(hours=2)  # the first six objects of each service are before it
+    windowed = stack.replayer(name, since=since, catch_up=False).run()
+    assert not windowed.switched and stack.pointer(name) is None
+    assert windowed.withheld and "--switch-partial" in windowed.withheld
+    assert not windowed.ok  # a non-zero exit
+    assert windowed.table in stack.clients.dynamodb.list_tables()["TableNames"]  # left to inspect or drop
+    # nothing is left in progress: a full replay starts cleanly and switches
+    full = stack.replayer(name, catch_up=False).run()
+    assert full.ok and full.switched and stack.pointer(name) == full.table
+    assert read_model(stack.clients.dynamodb, full.table) == fold(stack.specs[name], events)
+    # a window that covers the whole archive is a full replay
+    covering = stack.replayer(name, since=T0 - timedelta(hours=1), catch_up=False).run()
+    assert covering.ok and covering.switched and not covering.withheld
+    assert read_model(stack.clients.dynamodb, covering.table) == fold(stack.specs[name], events)
+    # explicitly asked for
+    forced = stack.replayer(name, since=since, catch_up=False, switch_partial=True).run()
+    assert forced.ok and forced.switched and stack.pointer(name) == forced.table
+    # in place: refused before the live projector is held back or the table emptied
+    before = scan(stack.clients.dynamodb, forced.table)
+    with pytest.raises(ReplayError, match="--switch-partial"):
+        stack.replayer(name, into="in-place", until=T0 + timedelta(hours=1), catch_up=False).run()
+    assert scan(stack.clients.dynamodb, forced.table) == before
+    assert control.read_control(stack.clients.dynamodb, forced.table) is None
+    assert stack.replayer(name, catch_up=False).run().switched  # and no replay record was left behind
+
+
+def test_a_windowed_replay_through_the_cli_exits_3(stack: Stack) -> None:
+    from typer.testing import CliRunner
+
+    from eventstack import resources
+    from eventstack.cli import app
+
+    resources.publish(stack.resources, stack.clients.ssm)
+    events = History(seed=34).run(150)
+    archive_with_duplicates(stack.clients.s3, events, random.Random(34), duplicate_rate=0, per_object=20)
+    args = ["replay", "user_timeline", "--stage", STAGE, "--since", f"{T0 + timedelta(hours=1):%Y-%m-%dT%H}",
+            "--no-catch-up", "--handoff", "0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 3, result.output
+    assert "not switched" in result.stderr and "--switch-partial" in result.stderr
+    assert stack.pointer("user_timeline") is None
+    help_text = " ".join(CliRunner().invoke(app, ["replay", "--help"]).stdout.split())
+    assert "--switch-partial" in help_text and "3 a --since/--until window" in help_text
+
+
+def test_in_place_runs_again_and_rebuilds_a_table_built_into_new(stack: Stack) -> None:
+    """Issue 9 defect 2: a finished replay leaves nothing that makes the next one a no-op."""
+    name = "user_timeline"
+    events = History(seed=32).run(240)
+    archive_with_duplicates(stack.clients.s3, events[:200], random.Random(32))
+    stack.publish(events[150:])
+    expected = fold(stack.specs[name], events)
+    nonsense = {"pk": {"S": "timeline#nobody"}, "sk": {"S": "x"}}
+
+    first = stack.replayer(name, into="in-place").run()
+    assert first.ok and first.applied > 0 and read_model(stack.clients.dynamodb, name) == expected
+    stack.clients.dynamodb.put_item(TableName=name, Item=nonsense)
+    second = stack.replayer(name, into="in-place").run()
+    assert second.ok and second.applied == first.applied and second.written == first.written > 0
+    assert read_model(stack.clients.dynamodb, name) == expected
+
+    built = stack.replayer(name, into="new").run()
+    assert built.ok and built.switched
+    stack.clients.dynamodb.put_item(TableName=built.table, Item=nonsense)
+    third = stack.replayer(name, into="in-place").run()
+    assert third.ok and third.table == built.table and third.applied == first.applied and third.written > 0
+    assert read_model(stack.clients.dynamodb, built.table) == expected
+    assert {k for k in scan(stack.clients.dynamodb, built.table) if k[0].startswith("$")} == {("$control", "$coverage")}
+
+
+def test_an_undecodable_stream_record_is_reported_and_does_not_block_the_switch(stack: Stack) -> None:
+    """Issue 9 defect 3: a record nobody can decode (the live mappings dead-lettered it) is counted
+    and named, by stream, shard and sequence number, in the fold up to the cut and in the tail."""
+    name = "user_timeline"
+    history = History(seed=33)
+    events = history.run(200)
+    archive_with_duplicates(stack.clients.s3, events[:150], random.Random(33))
+    stack.publish(events[100:140])
+    junk = stack.clients.kinesis.put_record(StreamName="posts-events", Data=b"not an envelope\n", PartitionKey="x")
+    stack.publish(events[140:])
+    later = History(seed=35, start=T0 + timedelta(days=1)).run(20)
+    junk_after: list[str] = []
+
+    def after_the_cut(phase: str) -> None:
+        if phase == "folded":
+            stack.publish(later[:10])
+            junk_after.append(stack.clients.kinesis.put_record(
+                StreamName="posts-events", Data=b"\xff\xfe", PartitionKey="y")["SequenceNumber"])
+            stack.publish(later[10:])
+
+    replayer = stack.replayer(name)
+    replayer.hooks = after_the_cut
+    summary = replayer.run()
+    assert summary.ok and summary.switched, summary.problems + summary.failures
+    assert summary.bad_records == 2
+    sequences = (junk["SequenceNumber"], junk_after[0])
+    for sequence, shard, sample in zip(sequences, (junk["ShardId"], None), summary.bad_record_samples, strict=True):
+        assert sample.startswith("posts-events/shardId-") and sequence in sample
+        assert shard is None or shard in sample
+    assert read_model(stack.clients.dynamodb, summary.table) == fold(stack.specs[name], events + later)
+    again = stack.replayer(name).run()  # and every later replay too
+    assert again.ok and again.switched and again.bad_records == 2
+
+
+def test_an_undecodable_archive_line_still_blocks_the_switch(stack: Stack) -> None:
+    """A bad archive line is an archive problem: it is still refused (the fold cannot know what it held)."""
+    from replay_support import put_object
+
+    events = History(seed=36).run(100)
+    archive_with_duplicates(stack.clients.s3, events, random.Random(36), duplicate_rate=0)
+    key = put_object(stack.clients.s3, "posts", T0, "junk", [])
+    stack.clients.s3.put_object(Bucket=BUCKET, Key=key, Body=__import__("gzip").compress(b"not an envelope\n"))
+    summary = stack.replayer("user_timeline").run()
+    assert not summary.ok and not summary.switched and any("not envelopes" in p for p in summary.problems)
