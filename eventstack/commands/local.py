@@ -12,9 +12,10 @@ import typer
 
 def local(
     host: Annotated[str, typer.Option(help="Address the HTTP API listens on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the HTTP API.")] = 8000,
-    aws_port: Annotated[int, typer.Option("--aws-port", min=1, max=65535,
-                                          help="Port of the AWS emulation (moto), on 127.0.0.1.")] = 5000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the HTTP API (0: any free one).")] = 8000,
+    aws_port: Annotated[int, typer.Option("--aws-port", min=0, max=65535,
+                                          help="Port of the AWS emulation (moto), on 127.0.0.1 (0: any free one).")
+                        ] = 5000,
     firehose_interval: Annotated[
         float, typer.Option("--firehose-interval", min=0.0, help="Seconds Firehose buffers before writing to S3.")
     ] = 5.0,
@@ -41,7 +42,7 @@ def local(
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise typer.BadParameter("one of: debug, info, warning, error", param_hint="--log-level")
-    if port == aws_port:
+    if port == aws_port != 0:
         raise typer.BadParameter(f"the API and the AWS emulation cannot share port {port}", param_hint="--port")
     _check_host(host)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,

@@ -17,7 +17,6 @@ pytestmark = pytest.mark.unit
     [
         (("--port", "70000"), "Invalid value for '--port'"),
         (("--port", "-1"), "Invalid value for '--port'"),
-        (("--port", "0"), "Invalid value for '--port'"),
         (("--aws-port", "65536"), "Invalid value for '--aws-port'"),
         (("--port", "5000"), "cannot share port 5000"),
         (("--host", "256.1.1.1"), "'256.1.1.1' is not an IP address"),
