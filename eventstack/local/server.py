@@ -2,8 +2,9 @@
 
 Each request becomes the proxy event a REST API sends (eventstack.apigw.rest_event), goes to the
 function of the service that owns the route (topology routes), and the handler's proxy result is
-written back (eventstack.apigw.parse_proxy_result). Two routes of its own: GET /_local/status and
-POST /_local/drain?timeout=SECONDS (CONTRACT §5).
+written back (eventstack.apigw.parse_proxy_result). Routes of its own: GET /_local/status,
+POST /_local/drain?timeout=SECONDS (CONTRACT §5), and GET /openapi.json, the OpenAPI document of both
+services (eventstack.openapi, the same as docs/openapi.json).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ API_GATEWAY_MAX_BODY = 10 * 1024 * 1024  # API Gateway refuses larger payloads b
 READ_SIZE = 64 * 1024
 DEFAULT_DRAIN_TIMEOUT = 30.0
 MAX_DRAIN_TIMEOUT = 3600.0
+OPENAPI_PATH = "/openapi.json"
 _PRINTABLE = re.compile(r"^[\x20-\x7e]{1,200}$")
 
 
@@ -131,6 +133,8 @@ class ApiServer:
         correlation_id = correlation_id_of(request.headers.get(CORRELATION_HEADER))
         if request.path.startswith("/_local/"):
             response = self.local_route(request, correlation_id)
+        elif request.path == OPENAPI_PATH:
+            response = self.openapi_route(request, correlation_id)
         else:
             with self._lock:
                 self.in_flight += 1
@@ -195,6 +199,14 @@ class ApiServer:
         return method if (method, resource) in self.function_of else "ANY"
 
     # -- the runtime's own routes -------------------------------------------------------------
+    def openapi_route(self, request: Request, correlation_id: str) -> Response:
+        if request.method != "GET":
+            return _error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}",
+                          correlation_id, allow="GET")
+        from eventstack.openapi import document_text
+
+        return Response(document_text(), status=200, mimetype="application/json")
+
     def local_route(self, request: Request, correlation_id: str) -> Response:
         if request.path == "/_local/status":
             if request.method != "GET":

@@ -38,6 +38,8 @@ HASHTAG_COUNTS = "hashtag_counts"  # projection name; its table via HASHTAG_COUN
 
 Text = Annotated[StrictStr, Field(min_length=1, max_length=2000)]
 Version = Annotated[StrictInt, Field(ge=1)]
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+Id = Annotated[str, Field(json_schema_extra={"format": "uuid"})]  # an id this service gave out
 
 
 class CreatePost(BaseModel):
@@ -52,6 +54,31 @@ class EditPost(BaseModel):
 
     text: Text
     expected_version: Version
+
+
+class PostAnswer(BaseModel):
+    """What a command on a post answers: the post and its version after the command."""
+
+    post_id: Id
+    version: int
+
+
+class PostView(BaseModel):
+    """A post as it is now (RFC 3339 UTC timestamps with microseconds)."""
+
+    post_id: Id
+    author_id: Id
+    text: str
+    version: int
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class TagCount(BaseModel):
+    """How many live posts carry a tag (eventually consistent: a projection of the posts stream)."""
+
+    tag: str = Field(description="the tag, lower-cased, without '#'")
+    post_count: int
 
 
 class PostCommands:
@@ -136,24 +163,34 @@ def build(
     api = JsonApi(service, store)
 
     @api.post("/posts", status=201)
-    def create_post(body: CreatePost) -> dict[str, Any]:
-        return commands.create(str(body.author_id), body.text, api.command)
+    def create_post(body: CreatePost) -> PostAnswer:
+        """Create a post.
+        Any `author_id` is accepted (the posts service does not call the profiles service)."""
+        return PostAnswer.model_validate(commands.create(str(body.author_id), body.text, api.command))
 
     @api.patch("/posts/{post_id}")
-    def edit_post(post_id: str, body: EditPost) -> dict[str, Any]:
-        return commands.edit(post_id, body.text, body.expected_version, api.command)
+    def edit_post(post_id: str, body: EditPost) -> PostAnswer:
+        """Edit a post's text.
+        `expected_version` must be the post's version (else 409 `conflict`); a deleted post is a 409."""
+        return PostAnswer.model_validate(commands.edit(post_id, body.text, body.expected_version, api.command))
 
     @api.delete("/posts/{post_id}")
-    def delete_post(post_id: str, expected_version: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
-        return commands.delete(post_id, expected_version, api.command)
+    def delete_post(post_id: str, expected_version: Annotated[int | None, Query(ge=1)] = None) -> PostAnswer:
+        """Delete a post.
+        With `expected_version`, only at that version (else 409); a post already deleted is a 409."""
+        return PostAnswer.model_validate(commands.delete(post_id, expected_version, api.command))
 
     @api.get("/posts/{post_id}")
-    def get_post(post_id: str) -> dict[str, Any]:
-        return commands.get(post_id)
+    def get_post(post_id: str) -> PostView:
+        """Read a post.
+        Strongly consistent: reflects every command answered before it; a deleted post is a 404."""
+        return PostView.model_validate(commands.get(post_id))
 
     @api.get("/tags/{tag}")
-    def get_tag(tag: str) -> dict[str, Any]:
-        return tag_count(tag, counts)
+    def get_tag(tag: str) -> TagCount:
+        """Count the live posts carrying a tag.
+        The tag is matched case-insensitively (1-50 of A-Z, a-z, 0-9, _; no '#'); 0 for a tag never seen."""
+        return TagCount.model_validate(tag_count(tag, counts))
 
     return api
 

@@ -38,6 +38,7 @@ T = TypeVar("T")
 
 Handle = Annotated[StrictStr, Field(pattern=r"^[a-z0-9_]{3,30}$")]
 DisplayName = Annotated[StrictStr, Field(min_length=1, max_length=100)]
+Id = Annotated[str, Field(json_schema_extra={"format": "uuid"})]  # an id a service gave out
 
 
 class RegisterUser(BaseModel):
@@ -52,6 +53,36 @@ class ChangeDisplayName(BaseModel):
 
     display_name: DisplayName
     expected_version: Annotated[StrictInt, Field(ge=1)] | None = None
+
+
+class UserAnswer(BaseModel):
+    """What a command on a user answers: the user and its version after the command."""
+
+    user_id: Id
+    version: int
+
+
+class UserView(BaseModel):
+    """A profile: from the user's events, and `post_count` from the posts stream (eventually consistent)."""
+
+    user_id: Id
+    handle: str
+    display_name: str
+    version: int
+    post_count: int
+
+
+class TimelineItem(BaseModel):
+    post_id: Id
+    text: str
+    created_at: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class TimelinePage(BaseModel):
+    """A page of a user's posts, newest first (deleted posts left out); `next_cursor` null on the last page."""
+
+    items: list[TimelineItem]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: no more")
 
 
 class PostCounts(Protocol):
@@ -149,24 +180,34 @@ def build(
     api = JsonApi(service, store)
 
     @api.post("/users", status=201)
-    def register_user(body: RegisterUser) -> dict[str, Any]:
-        return commands.register(body.handle, body.display_name, api.command)
+    def register_user(body: RegisterUser) -> UserAnswer:
+        """Register a user.
+        The handle is unique (409 `handle_taken`)."""
+        return UserAnswer.model_validate(commands.register(body.handle, body.display_name, api.command))
 
     @api.patch("/users/{user_id}")
-    def change_display_name(user_id: str, body: ChangeDisplayName) -> dict[str, Any]:
-        return commands.change_display_name(user_id, body.display_name, body.expected_version, api.command)
+    def change_display_name(user_id: str, body: ChangeDisplayName) -> UserAnswer:
+        """Change a user's display name.
+        With `expected_version`, only at that version (else 409 `conflict`)."""
+        return UserAnswer.model_validate(
+            commands.change_display_name(user_id, body.display_name, body.expected_version, api.command))
 
     @api.get("/users/{user_id}")
-    def get_user(user_id: str) -> dict[str, Any]:
-        return commands.get(user_id)
+    def get_user(user_id: str) -> UserView:
+        """Read a profile.
+        `post_count` is a projection of the posts stream (eventually consistent)."""
+        return UserView.model_validate(commands.get(user_id))
 
     @api.get("/users/{user_id}/posts")
     def list_user_posts(
         user_id: str,
-        limit: Annotated[int, Query(ge=1, le=100)] = DEFAULT_PAGE_SIZE,
-        cursor: Annotated[str | None, Query()] = None,
-    ) -> dict[str, Any]:
-        return commands.posts(user_id, limit, cursor or None)  # `cursor=` (empty) is the first page
+        limit: Annotated[int, Query(ge=1, le=100, description="page size")] = DEFAULT_PAGE_SIZE,
+        cursor: Annotated[str | None, Query(description="the `next_cursor` of the previous page")] = None,
+    ) -> TimelinePage:
+        """List a user's posts, newest first.
+        A projection of the posts stream (eventually consistent); an invalid cursor is a 422, an unknown user a 404."""
+        # `cursor=` (empty) is the first page
+        return TimelinePage.model_validate(commands.posts(user_id, limit, cursor or None))
 
     return api
 
