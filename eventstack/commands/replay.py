@@ -43,11 +43,14 @@ def replay(
         help="Fold the streams up to a cut, tail them after it and hand off (--no-catch-up: the archive only, "
              "for a stage where nothing is live).")] = True,
     handoff: Annotated[
-        float | None, typer.Option(help="Seconds to keep tailing the streams after the switch (default: 2x the table cache + 10).")
+        float | None, typer.Option(min=0.0, help="Seconds to keep tailing the streams after the switch "
+                                               "(default: 2x the table cache + 10).")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Concurrent item writes (default 4; 1 against the local runtime).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, max=64, help="Concurrent item writes "
+                                                "(default 4; 1 against the local runtime).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Stream records per call of the tail's projector.")] = 500,
-    memory: Annotated[int | None, typer.Option(help="Memory budget in MiB for ordering (more: fewer spill partitions).")] = None,
+    memory: Annotated[int | None, typer.Option(min=1, help="Memory budget in MiB for ordering "
+                                               "(more: fewer spill partitions).")] = None,
     stage: StageOption = None,
 ) -> None:
     """Rebuild a projection from the archive, then hand it over to the live stream.
@@ -117,7 +120,7 @@ def replay(
             err.print(f"  passed over: {sample}", soft_wrap=True)
     if summary.skipped:
         err.print(f"{summary.skipped} events of types {projection} does not read were passed over")
-    if summary.waiting_for_shards:
+    if summary.waiting_for_shards and summary.ok:
         err.print(f"shard done; {summary.waiting_for_shards} shard(s) still running: the last to finish switches")
     elif summary.switched:
         err.print(f"{projection} now reads {summary.table}")
