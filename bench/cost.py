@@ -51,8 +51,6 @@ import sys
 import threading
 import time
 import tomllib
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -70,6 +68,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import cost_units as units  # noqa: E402
+from bench.local_pipeline import call as local_pipeline_call  # noqa: E402
 
 log = logging.getLogger("bench.cost")
 
@@ -584,15 +583,7 @@ def make_plan(users: int, posts: int, seed: int, tag_fraction: float = 0.6) -> P
     return Plan(users, posts, authors, texts, edits, deletes, renames, [(kind, i) for _, _, kind, i in timeline])
 
 
-def http(api: str, method: str, path: str, body: Any = None, timeout: float = 120) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(api + path, data=data, method=method,
-                                     headers={"content-type": "application/json"} if data else {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            return answer.status, json.loads(answer.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
+http = local_pipeline_call  # one HTTP helper for the benchmarks (bench.local_pipeline.call)
 
 
 class Clients:

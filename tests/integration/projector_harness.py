@@ -138,7 +138,7 @@ def expected_fold(scenario: Scenario) -> Expected:
 # --- Kinesis delivery as Lambda does it -------------------------------------------------------
 
 
-def kinesis_record(sequence: int, data: bytes, partition_key: str, stream: str = "test",
+def kinesis_record(sequence: int | str, data: bytes, partition_key: str, stream: str = "test",
                    shard: str = "shardId-000000000000") -> dict[str, Any]:
     return {
         "kinesis": {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import gzip
 import random
 import uuid
@@ -196,22 +195,10 @@ def read_model(client: Any, table: str) -> dict[tuple[str, str], dict[str, Any]]
 
 def kinesis_record(sequence: int | str, data: bytes, partition_key: str, *, stream: str = "test",
                    shard_id: str = "shardId-000000000000") -> dict[str, Any]:
-    """One record of a Lambda Kinesis event."""
-    return {
-        "kinesis": {
-            "kinesisSchemaVersion": "1.0",
-            "partitionKey": partition_key,
-            "sequenceNumber": str(sequence),
-            "data": base64.b64encode(data).decode(),
-            "approximateArrivalTimestamp": 1714521600.0,
-        },
-        "eventSource": "aws:kinesis",
-        "eventVersion": "1.0",
-        "eventID": f"{shard_id}:{sequence}",
-        "eventName": "aws:kinesis:record",
-        "awsRegion": "us-east-1",
-        "eventSourceARN": f"arn:aws:kinesis:us-east-1:123456789012:stream/{stream}",
-    }
+    """One record of a Lambda Kinesis event (the projector harness's, with keyword arguments)."""
+    from tests.integration.projector_harness import kinesis_record as record
+
+    return record(sequence, data, partition_key, stream, shard_id)
 
 
 class LiveMapping:
