@@ -89,9 +89,11 @@ def kinesis_handler(projector: Projector, logger: Any = None, *, gate: Gate | No
             deliveries.append(Delivery(envelope, space, position))
             records_of.setdefault(envelope.event_id, []).append(sequence)
         # Nothing after an undecodable record of its shard may be written (it may touch the same items).
-        kept = [d for d in deliveries if d.namespace not in undecodable or d.position < undecodable[d.namespace]]
+        kept: list[Delivery] = []
         for delivery in deliveries:
-            if delivery not in kept:
+            if delivery.namespace not in undecodable or delivery.position < undecodable[delivery.namespace]:
+                kept.append(delivery)
+            else:
                 failed.update(records_of.get(delivery.event.event_id, ()))
         result = projector.apply(kept)
         for failure in result.failed:

@@ -24,16 +24,22 @@ pytestmark = pytest.mark.integration
 STREAM = "posts-events"
 
 
-@pytest.fixture
-def aws() -> Iterator[dict[str, Any]]:
+def publisher_aws(shards: int) -> Iterator[dict[str, Any]]:
+    """moto with the posts event store (its stream) and a Kinesis stream of `shards` shards."""
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
         table = create_table(dynamodb, TOPOLOGY.service("posts").event_store, "posts_events")
         kinesis = boto3.client("kinesis", region_name="us-east-1")
-        kinesis.create_stream(StreamName=STREAM, ShardCount=3)
+        kinesis.create_stream(StreamName=STREAM, ShardCount=shards)
         yield {"dynamodb": dynamodb, "table": table, "kinesis": kinesis,
+               **{name: boto3.client(name, region_name="us-east-1") for name in ("sqs", "ssm")},
                "streams": boto3.client("dynamodbstreams", region_name="us-east-1"),
                "env": {"EVENT_STREAM_NAME": STREAM, "EVENT_STORE_TABLE": table}}
+
+
+@pytest.fixture
+def aws() -> Iterator[dict[str, Any]]:
+    yield from publisher_aws(3)
 
 
 def publisher(aws: dict[str, Any], kinesis: Any = None) -> Publisher:

@@ -11,10 +11,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
-from moto import mock_aws
 from replay_support import BUCKET
 from test_publisher import (
     STREAM,
@@ -26,6 +24,7 @@ from test_publisher import (
     kinesis_contents,
     marks,
     publisher,
+    publisher_aws,
     put_claim,
     put_event,
 )
@@ -34,10 +33,8 @@ from typer.testing import CliRunner
 from escore.envelope import Envelope, new_id
 from eventstack import resources
 from eventstack.cli import app
-from eventstack.topology import TOPOLOGY
 from publisher.handler import MAX_ATTEMPTS, Publisher, build
 from publisher.marks import MARK_KIND, MARK_TTL_SECONDS, AttemptMarks
-from tests.support.aws import create_table
 
 pytestmark = pytest.mark.integration
 
@@ -94,16 +91,7 @@ class LostAnswers:
 
 @pytest.fixture
 def aws() -> Iterator[dict[str, Any]]:
-    with mock_aws():
-        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-        table = create_table(dynamodb, TOPOLOGY.service("posts").event_store, "posts_events")
-        kinesis = boto3.client("kinesis", region_name="us-east-1")
-        kinesis.create_stream(StreamName=STREAM, ShardCount=2)
-        yield {"dynamodb": dynamodb, "table": table, "kinesis": kinesis,
-               "streams": boto3.client("dynamodbstreams", region_name="us-east-1"),
-               "sqs": boto3.client("sqs", region_name="us-east-1"),
-               "ssm": boto3.client("ssm", region_name="us-east-1"),
-               "env": {"EVENT_STREAM_NAME": STREAM, "EVENT_STORE_TABLE": table}}
+    yield from publisher_aws(2)
 
 
 def a_history(aws: dict[str, Any], lengths: tuple[int, ...] = (4, 3, 1, 2)) -> tuple[dict[str, list[Envelope]],
