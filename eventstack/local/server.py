@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -21,6 +20,7 @@ from urllib.parse import quote
 
 from werkzeug.wrappers import Request, Response
 
+from escore.correlation import CORRELATION_HEADER, correlation_id_of
 from eventstack.apigw import RouteMatch, match_route, parse_proxy_result, rest_event
 from eventstack.local.emulation import QuietRequestHandler
 from eventstack.topology import Route
@@ -30,13 +30,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("eventstack.local")
 
-CORRELATION_HEADER = "X-Correlation-Id"
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024  # API Gateway refuses larger payloads before any Lambda runs
 READ_SIZE = 64 * 1024
 DEFAULT_DRAIN_TIMEOUT = 30.0
 MAX_DRAIN_TIMEOUT = 3600.0
 OPENAPI_PATH = "/openapi.json"
-_PRINTABLE = re.compile(r"^[\x20-\x7e]{1,200}$")
 
 
 def _json(status: int, body: dict[str, Any], headers: Iterable[tuple[str, str]] = ()) -> Response:
@@ -51,12 +49,6 @@ def _error(status: int, code: str, message: str, correlation_id: str, **extra: A
     if "allow" in extra:
         headers.append(("Allow", extra.pop("allow")))
     return _json(status, {"error": code, "message": message, **extra}, headers)
-
-
-def correlation_id_of(given: str | None) -> str:
-    """The request's X-Correlation-Id when it is printable ASCII (1-200), else a new UUID."""
-    given = (given or "").strip()
-    return given if _PRINTABLE.match(given) else str(uuid.uuid4())
 
 
 class BodyTooLarge(Exception):

@@ -46,7 +46,6 @@ import re
 import threading
 import types
 import typing
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -66,6 +65,7 @@ from botocore.exceptions import HTTPClientError as BotoHTTPClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from escore.aggregate import AggregateNotFound, CommandContext, VersionConflict
+from escore.correlation import CORRELATION_HEADER, correlation_id_of
 from escore.observability import count, logger
 from escore.store import (
     ClaimTaken,
@@ -80,11 +80,9 @@ from escore.store import (
 )
 
 MAX_BODY_BYTES = 64 * 1024
-CORRELATION_HEADER = "X-Correlation-Id"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 IDEMPOTENT_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_PRINTABLE = re.compile(r"^[\x20-\x7e]{1,200}$")
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _DIGITS = re.compile(r"[0-9]+")  # an integer parameter: ASCII digits only (no sign, space, "_", "." or "e")
 _BOM = b"\xef\xbb\xbf"
@@ -455,8 +453,7 @@ class JsonApi:
         return self._with_header(result, CORRELATION_HEADER, scope.correlation_id)
 
     def _scope_of(self, event: Mapping[str, Any]) -> RequestScope:
-        given = (_header(event, CORRELATION_HEADER) or "").strip()
-        correlation_id = given if _PRINTABLE.match(given) else str(uuid.uuid4())
+        correlation_id = correlation_id_of(_header(event, CORRELATION_HEADER))
         request_id = (event.get("requestContext") or {}).get("requestId")
         return RequestScope(
             method=str(event.get("httpMethod") or "").upper(),
