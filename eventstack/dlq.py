@@ -37,7 +37,6 @@ and kept; `eventstack replay` rebuilds the projection from the archive instead.
 from __future__ import annotations
 
 import base64
-import importlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -47,10 +46,11 @@ from typing import Any
 from escore.control import read_control, read_coverage
 from escore.projection import position_of
 from escore.projector_lambda import NAMESPACE_KEY, namespace
-from escore.tables import TableResolver, table_env, table_parameter_env
-from eventstack.local.functions import ensure_lambdas_importable
+from escore.settings import ProjectionTable, PublisherSettings, ServiceSettings
+from escore.tables import TableResolver
+from eventstack.loader import load_builder
 from eventstack.resources import Resources
-from eventstack.topology import ENV_EVENT_STORE_TABLE, ENV_SERVICE, ENV_STREAM_NAME, TOPOLOGY, Topology
+from eventstack.topology import TOPOLOGY, Topology
 
 
 @dataclass(frozen=True)
@@ -216,31 +216,22 @@ class DeadLetters:
 
     def handler(self, mapping: str) -> Callable[[dict[str, Any], Any], Any]:
         """The mapping's function, built in this process with the stage's resources."""
-        ensure_lambdas_importable()
         for service in self.topology.services:
-            if mapping == f"{service.name}-publisher":
-                module = importlib.import_module(service.publisher_handler.rsplit(".", 1)[0])
-                env = {
-                    ENV_SERVICE: service.name,
-                    ENV_EVENT_STORE_TABLE: self.resources.event_store_table(service.name),
-                    ENV_STREAM_NAME: self.resources.stream(service.name),
-                }
-                built: Callable[[dict[str, Any], Any], Any] = module.build(env)
+            if mapping == service.publisher_function_name:
+                env = PublisherSettings.environment(
+                    service.name, self.resources.event_store_table(service.name), self.resources.stream(service.name)
+                )
+                built: Callable[[dict[str, Any], Any], Any] = load_builder(service.publisher_handler)(env)
                 return built
         for subscription in self.topology.subscriptions:
             if mapping == subscription.name:
                 projection = subscription.projection
-                env = {
-                    ENV_SERVICE: subscription.owner,
-                    table_env(projection.name): self.resources.table(projection.name),
-                    table_parameter_env(projection.name): self.resources.pointer_parameter(projection.name),
-                }
-                active = TableResolver(env, projection.name, ssm_client=self.client("ssm"), cache_seconds=0)()
-                env[table_env(projection.name)] = active
+                pointer = self.resources.pointer_parameter(projection.name)
+                located = ProjectionTable.environment(projection.name, self.resources.table(projection.name), pointer)
+                active = TableResolver(located, projection.name, ssm_client=self.client("ssm"), cache_seconds=0)()
                 self.projector_tables[mapping] = active
-                env.pop(table_parameter_env(projection.name))
-                module = importlib.import_module(projection.handler.rsplit(".", 1)[0])
-                built = module.build(env)
+                env = {**ServiceSettings.environment(subscription.owner), **ProjectionTable.environment(projection.name, active, None)}
+                built = load_builder(projection.handler)(env)
                 return built
         raise KeyError(f"no mapping {mapping!r}")
 
@@ -342,4 +333,5 @@ class DeadLetters:
 
 def _order(mapping: str) -> tuple[int, str]:
     """Publishers first: their failures hold back what the projectors failed."""
-    return (0 if mapping.endswith("-publisher") else 1, mapping)
+    publishers = {service.publisher_function_name for service in TOPOLOGY.services}
+    return (0 if mapping in publishers else 1, mapping)

@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from eventstack.local.functions import ensure_lambdas_importable
+from eventstack.loader import ensure_lambdas_importable
 
 TITLE = "eventstack API"
 VERSION = "0.1.0"

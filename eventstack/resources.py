@@ -4,7 +4,7 @@ One module, so every verb (replay, archive verify, dlq) finds names the same way
 against the local runtime alike (both are reached through the standard AWS settings,
 `AWS_ENDPOINT_URL` included). Sources, first that answers wins:
 
-1. The local runtime's status (`GET /_local/status`, CONTRACT §5) when `EVENTSTACK_LOCAL_URL` is set.
+1. The local runtime's status (`GET /_local/status`, docs/local.md) when `EVENTSTACK_LOCAL_URL` is set.
 2. SSM parameters under `/eventstack/<stage>/resources/`, if a deployment (or the local runtime)
    wrote them (`publish` writes them):
        /eventstack/<stage>/resources/archive-bucket           bucket name
@@ -12,15 +12,14 @@ against the local runtime alike (both are reached through the standard AWS setti
        /eventstack/<stage>/resources/streams/<service>         Kinesis stream name
        /eventstack/<stage>/resources/dlqs/<mapping name>       SQS queue name
    With no `--stage`, the one stage found under `/eventstack/` is used (several: an error naming them).
-3. When `AWS_ENDPOINT_URL` is a loopback address: the local runtime's names, from its plan
-   (`eventstack.local.plan`, the topology's logical names), stage `local`.
-4. Otherwise the CDK app's naming convention (`infra/naming.py`, repeated here so the CLI does not
-   import aws-cdk-lib): `eventstack-<stage>-<logical name>` for tables, streams and functions,
-   `eventstack-<stage>-<mapping>-dlq` for queues, `eventstack-<stage>-archive-<account>-<region>`
-   for the bucket (the account from STS).
+3. When `AWS_ENDPOINT_URL` is a loopback address: the local runtime's names, which are the
+   topology's logical names, stage `local`.
+4. Otherwise the physical names the CDK app gives them (for tables, streams, queues and the bucket,
+   the account from STS).
 
-Mapping names (DLQ keys): `<service>-publisher` for a publisher's DynamoDB-stream mapping and
-`<projection>-from-<service>` (topology `Subscription.name`) for a projector's Kinesis mapping.
+Every name is made by the rules of `escore.naming`, the ones the CDK app and the local runtime use.
+Mapping names (DLQ keys) are `Service.publisher_function_name` for a publisher's DynamoDB-stream
+mapping and `Subscription.name` for a projector's Kinesis mapping.
 
 A projection's *active* table is not here: it is the pointer of `escore.tables` (replay switches it).
 """
@@ -35,12 +34,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from escore.tables import PARAMETER_ROOT, table_parameter_name
+from escore import naming
+from escore.naming import LOCAL_STAGE, PARAMETER_ROOT
 from eventstack.topology import TOPOLOGY, Topology
 
 LOCAL_URL_ENV = "EVENTSTACK_LOCAL_URL"
 STAGE_ENV = "EVENTSTACK_STAGE"
-LOCAL_STAGE = "local"
 
 
 class ResourceError(RuntimeError):
@@ -74,17 +73,24 @@ class Resources:
 
     def pointer_parameter(self, projection: str) -> str:
         """The projection's active-table pointer (SSM), see escore.tables."""
-        return table_parameter_name(self.stage, projection)
+        return naming.table_parameter(self.stage, projection)
 
 
 def mapping_names(topology: Topology = TOPOLOGY) -> list[str]:
-    names = [f"{s.name}-publisher" for s in topology.services]
+    names = [s.publisher_function_name for s in topology.services]
     names += [sub.name for sub in topology.subscriptions]
     return names
 
 
+def logical_tables(topology: Topology = TOPOLOGY) -> list[str]:
+    """Every table's logical name: the event stores, then the projections."""
+    names = [s.event_store.logical_name for s in topology.services]
+    names += [p.name for _, p in topology.projections]
+    return names
+
+
 def region() -> str | None:
-    """AWS_REGION (CONTRACT §6), else the SDK's own chain; us-east-1 against the local runtime."""
+    """AWS_REGION (docs/deploy.md), else the SDK's own chain; us-east-1 against the local runtime."""
     import boto3
 
     found = os.environ.get("AWS_REGION") or boto3.session.Session().region_name
@@ -161,7 +167,7 @@ def from_local_status(status: dict[str, Any], *, topology: Topology = TOPOLOGY) 
 
 
 def _from_ssm(ssm: Any, stage: str | None, topology: Topology) -> Resources | None:
-    root = f"{PARAMETER_ROOT}/{stage}/resources/" if stage else f"{PARAMETER_ROOT}/"
+    root = naming.resources_root(stage) if stage else f"{PARAMETER_ROOT}/"
     try:
         params = _parameters_by_path(ssm, root)
     except Exception as exc:  # no SSM permission or endpoint: fall through to the other sources
@@ -175,7 +181,7 @@ def _from_ssm(ssm: Any, stage: str | None, topology: Topology) -> Resources | No
         if len(stages) > 1:
             raise ResourceError(f"several stages deployed ({', '.join(stages)}): pass --stage")
         stage = stages[0]
-        root = f"{PARAMETER_ROOT}/{stage}/resources/"
+        root = naming.resources_root(stage)
     values = {name[len(root):]: value for name, value in params.items() if name.startswith(root)}
     if "archive-bucket" not in values:
         return None
@@ -205,15 +211,13 @@ def is_local_endpoint() -> bool:
 
 
 def from_local_plan(topology: Topology = TOPOLOGY) -> Resources:
-    from eventstack.local.plan import build_plan
-
-    plan = build_plan(topology)
+    """The local runtime's names: the logical names themselves (eventstack.local.plan creates them)."""
     return Resources(
         stage=LOCAL_STAGE,
-        archive_bucket=plan.archive_bucket,
-        tables=dict(plan.table_names),
-        streams=dict(plan.streams),
-        dlqs={m.name: m.dlq for m in plan.mappings},
+        archive_bucket=naming.local_archive_bucket(),
+        tables={name: name for name in logical_tables(topology)},
+        streams={s.name: s.stream_logical_name for s in topology.services},
+        dlqs={name: naming.dlq(name) for name in mapping_names(topology)},
         source="local-plan",
     )
 
@@ -221,23 +225,18 @@ def from_local_plan(topology: Topology = TOPOLOGY) -> Resources:
 def by_convention(
     stage: str, *, topology: Topology = TOPOLOGY, account: str | None = None, region_name: str | None = None
 ) -> Resources:
-    prefix = f"eventstack-{stage}-"
-    tables: dict[str, str] = {}
-    for service in topology.services:
-        tables[service.event_store.logical_name] = prefix + service.event_store.logical_name
-        for projection in service.projections:
-            tables[projection.name] = prefix + projection.name
-    streams = {s.name: prefix + s.stream_logical_name for s in topology.services}
-    dlqs = {name: f"{prefix}{name}-dlq" for name in mapping_names(topology)}
+    tables = {name: naming.physical(stage, name) for name in logical_tables(topology)}
+    streams = {s.name: naming.physical(stage, s.stream_logical_name) for s in topology.services}
+    dlqs = {name: naming.physical(stage, naming.dlq(name)) for name in mapping_names(topology)}
     if account is None:
         account = str(_client("sts").get_caller_identity()["Account"])
-    bucket = f"{prefix}archive-{account}-{region_name or region() or 'us-east-1'}"
+    bucket = naming.archive_bucket(stage, account, region_name or region() or "us-east-1")
     return Resources(stage, bucket, tables, streams, dlqs, source="convention")
 
 
 def publish(resources: Resources, ssm: Any) -> None:
     """Write `resources` as the SSM parameters of source 2 (what CDK and the local runtime should do)."""
-    root = f"{PARAMETER_ROOT}/{resources.stage}/resources/"
+    root = naming.resources_root(resources.stage)
     entries = {"archive-bucket": resources.archive_bucket}
     entries.update({f"tables/{k}": v for k, v in resources.tables.items()})
     entries.update({f"streams/{k}": v for k, v in resources.streams.items()})

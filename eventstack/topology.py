@@ -6,22 +6,15 @@ projection (subscriptions), and the settings of every event source mapping. The 
 and a test checks the synthesized templates agree with it.
 
 Handlers are named as Lambda names them: `module.function`, relative to `lambdas/`.
-Handlers find their resources through environment variables whose names are declared here.
+Every name derived from these declarations (tables, streams, functions, mappings, queues, the
+handlers' environment variables) follows the rules of `escore.naming`, and only those.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-# Environment variables read by the handlers (values set by CDK or by the local runtime).
-ENV_SERVICE = "SERVICE_NAME"
-ENV_EVENT_STORE_TABLE = "EVENT_STORE_TABLE"
-ENV_STREAM_NAME = "EVENT_STREAM_NAME"
-
-
-def table_env(logical_name: str) -> str:
-    """The variable that carries a projection table's name, e.g. USER_PROFILES_TABLE."""
-    return f"{logical_name.upper()}_TABLE"
+from escore import naming
 
 
 @dataclass(frozen=True)
@@ -71,7 +64,7 @@ class Projection:
 
     @property
     def function_name(self) -> str:
-        return f"{self.name}-projector"
+        return naming.projector_function(self.name)
 
 
 @dataclass(frozen=True)
@@ -92,7 +85,7 @@ class Service:
     @property
     def event_store(self) -> Table:
         return Table(
-            f"{self.name}_events",
+            naming.event_store_table(self.name),
             ("stream_id", "S"),
             ("version", "N"),
             ttl_attribute="expires_at",
@@ -101,15 +94,15 @@ class Service:
 
     @property
     def stream_logical_name(self) -> str:
-        return f"{self.name}-events"
+        return naming.stream(self.name)
 
     @property
     def api_function_name(self) -> str:
-        return f"{self.name}-api"
+        return naming.api_function(self.name)
 
     @property
     def publisher_function_name(self) -> str:
-        return f"{self.name}-publisher"
+        return naming.publisher_function(self.name)
 
 
 @dataclass(frozen=True)
@@ -122,7 +115,7 @@ class Subscription:
 
     @property
     def name(self) -> str:
-        return f"{self.projection.name}-from-{self.source}"
+        return naming.subscription(self.projection.name, self.source)
 
 
 @dataclass(frozen=True)
@@ -130,7 +123,6 @@ class Topology:
     services: tuple[Service, ...]
     archive_prefix: str = "events/"
     archive_error_prefix: str = "errors/"
-    extra: dict[str, str] = field(default_factory=dict)
 
     def service(self, name: str) -> Service:
         for service in self.services:

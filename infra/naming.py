@@ -1,77 +1,68 @@
-"""Deterministic physical names, derived from stage + topology.
+"""The CDK side of the naming rules: `escore.naming` with CloudFormation tokens and ARNs.
 
-A consumer stack finds another service's stream (and the shared archive bucket) by these names
-rather than through CloudFormation exports, so subscribing never pins or changes the producer's
-stack. The CLI can derive the same names to find resources of a deployed stage.
+Every rule lives in `escore.naming` (pure, shared with the handlers, the local plan and the CLI);
+this module only adds what needs a stack: the account and region tokens, and ARNs. A consumer
+stack finds another service's stream (and the shared archive bucket) by these names rather than
+through CloudFormation exports, so subscribing never pins or changes the producer's stack.
 """
 
 from __future__ import annotations
 
 from aws_cdk import Aws, Stack
 
+from escore import naming
+from escore.naming import (
+    PROJECT,
+    prefix,
+    service_stack,
+    shared_stack,
+    table_generations,
+    user_pool_arn_parameter,
+)
 from eventstack.topology import Service
 
-PROJECT = "eventstack"
-
-
-def prefix(stage: str) -> str:
-    return f"{PROJECT}-{stage}"
-
-
-def shared_stack(stage: str) -> str:
-    return f"{prefix(stage)}-shared"
-
-
-def service_stack(stage: str, service: str) -> str:
-    return f"{prefix(stage)}-{service}"
+__all__ = [
+    "PROJECT", "alarm_topic", "alarm_topic_arn", "api", "archive_bucket", "delivery_stream", "function",
+    "parameter_arn", "prefix", "queue", "service_stack", "shared_stack", "stream", "stream_arn", "table",
+    "table_arn", "table_generations", "table_pointer", "user_pool_arn_parameter",
+]
 
 
 def table(stage: str, logical_name: str) -> str:
-    return f"{prefix(stage)}-{logical_name}"
-
-
-def table_generations(stage: str, logical_name: str) -> str:
-    """Every table `eventstack replay --into new` builds for a projection: `<table>-g<UTC timestamp>`."""
-    return f"{table(stage, logical_name)}-g*"
+    return naming.physical(stage, logical_name)
 
 
 def table_pointer(stage: str, logical_name: str) -> str:
-    """A projection's active-table pointer (SSM parameter), as `escore.tables.table_parameter_name`."""
-    return f"/{PROJECT}/{stage}/projections/{logical_name}/table"
+    return naming.table_parameter(stage, logical_name)
 
 
 def stream(stage: str, service: Service) -> str:
-    return f"{prefix(stage)}-{service.stream_logical_name}"
+    return naming.physical(stage, service.stream_logical_name)
 
 
 def function(stage: str, function_name: str) -> str:
-    return f"{prefix(stage)}-{function_name}"
+    return naming.physical(stage, function_name)
 
 
-def queue(stage: str, name: str) -> str:
-    return f"{prefix(stage)}-{name}-dlq"
+def queue(stage: str, mapping: str) -> str:
+    return naming.physical(stage, naming.dlq(mapping))
 
 
 def delivery_stream(stage: str, service: str) -> str:
-    return f"{prefix(stage)}-{service}-archive"
+    return naming.physical(stage, naming.delivery_stream(service))
 
 
 def api(stage: str, service: str) -> str:
-    return f"{prefix(stage)}-{service}-api"
+    return naming.physical(stage, naming.api(service))
 
 
 def alarm_topic(stage: str) -> str:
-    return f"{prefix(stage)}-alarms"
+    return naming.physical(stage, naming.alarm_topic())
 
 
 def archive_bucket(stage: str) -> str:
     """Globally unique through account and region (tokens resolved at deploy time)."""
-    return f"{prefix(stage)}-archive-{Aws.ACCOUNT_ID}-{Aws.REGION}"
-
-
-def user_pool_arn_parameter(stage: str) -> str:
-    """SSM parameter holding the shared Cognito user pool's ARN (only with auth=cognito)."""
-    return f"/{PROJECT}/{stage}/auth/user-pool-arn"
+    return naming.archive_bucket(stage, Aws.ACCOUNT_ID, Aws.REGION)
 
 
 def stream_arn(scope: Stack, stage: str, service: Service) -> str:

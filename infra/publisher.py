@@ -9,7 +9,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from constructs import Construct
 
-from eventstack import topology
+from escore.settings import PublisherSettings
 from eventstack.topology import Service
 from infra import mappings
 from infra.dead_letters import FailureQueue
@@ -43,11 +43,7 @@ class Publisher(Construct):
                 handler=service.publisher_handler,
                 service=service.name,
                 description=f"Relays {service.name}'s event store stream to Kinesis",
-                environment={
-                    topology.ENV_SERVICE: service.name,
-                    topology.ENV_EVENT_STORE_TABLE: event_store.table_name,
-                    topology.ENV_STREAM_NAME: stream.stream_name,
-                },
+                environment=PublisherSettings.environment(service.name, event_store.table_name, stream.stream_name),
             ),
         )
         stream.grant_write(self.function.function)

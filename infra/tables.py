@@ -23,7 +23,7 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from eventstack import topology
+from escore.settings import ProjectionTable
 from eventstack.topology import Projection, Table
 from infra import naming
 from infra.functions import ServiceFunction
@@ -47,11 +47,6 @@ PROJECTION_WRITE_ACTIONS = (
     "dynamodb:UpdateItem",
 )
 POINTER_ACTIONS = ("ssm:GetParameter",)
-
-
-def table_parameter_env(logical_name: str) -> str:
-    """The variable naming a projection's pointer, e.g. USER_TIMELINE_TABLE_PARAMETER (as escore.tables)."""
-    return f"{topology.table_env(logical_name)}_PARAMETER"
 
 
 _TYPES = {"S": dynamodb.AttributeType.STRING, "N": dynamodb.AttributeType.NUMBER}
@@ -93,9 +88,9 @@ def grant_projection_table(
     stack = Stack.of(function)
     pointer = naming.table_pointer(stage.name, projection.name)
     generations = naming.table_generations(stage.name, projection.name)
-    function.function.add_environment(topology.table_env(projection.name), table.table_name)
     # The parameter itself is never created here: see the module docstring (a deploy would reset it).
-    function.function.add_environment(table_parameter_env(projection.name), pointer)
+    for name, value in ProjectionTable.environment(projection.name, table.table_name, pointer).items():
+        function.function.add_environment(name, value)
     function.role.add_to_policy(
         iam.PolicyStatement(actions=list(POINTER_ACTIONS), resources=[naming.parameter_arn(stack, pointer)])
     )

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from eventstack import topology as topo
+from escore import naming
+from escore.settings import ApiSettings, ProjectionTable, PublisherSettings, ServiceSettings
 from eventstack.topology import TOPOLOGY, MappingSettings, Table, Topology
 
-STAGE = "local"
+STAGE = naming.LOCAL_STAGE
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"  # moto's default account
-ARCHIVE_BUCKET = "eventstack-archive-local"
+ARCHIVE_BUCKET = naming.local_archive_bucket()
 LOCAL_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/eventstack-local"
 
 
@@ -86,10 +87,7 @@ def powertools_env(service: str) -> dict[str, str]:
 
 def projection_env(name: str, table: str) -> dict[str, str]:
     """The projection's table, and its active-table pointer (escore.tables; replay --into new switches it)."""
-    return {
-        topo.table_env(name): table,
-        f"{topo.table_env(name)}_PARAMETER": f"/eventstack/{STAGE}/projections/{name}/table",
-    }
+    return ProjectionTable.environment(name, table, naming.table_parameter(STAGE, name))
 
 
 def build_plan(topology: Topology = TOPOLOGY, archive_bucket: str = ARCHIVE_BUCKET) -> LocalPlan:
@@ -113,8 +111,7 @@ def build_plan(topology: Topology = TOPOLOGY, archive_bucket: str = ARCHIVE_BUCK
                 service.api_function_name,
                 service.api_handler,
                 {
-                    topo.ENV_SERVICE: service.name,
-                    topo.ENV_EVENT_STORE_TABLE: store.logical_name,
+                    **ApiSettings.environment(service.name, store.logical_name),
                     **projections_env,
                     **powertools_env(service.name),
                 },
@@ -127,9 +124,7 @@ def build_plan(topology: Topology = TOPOLOGY, archive_bucket: str = ARCHIVE_BUCK
                 service.publisher_function_name,
                 service.publisher_handler,
                 {
-                    topo.ENV_SERVICE: service.name,
-                    topo.ENV_EVENT_STORE_TABLE: store.logical_name,
-                    topo.ENV_STREAM_NAME: stream,
+                    **PublisherSettings.environment(service.name, store.logical_name, stream),
                     **powertools_env(service.name),
                 },
             )
@@ -141,10 +136,10 @@ def build_plan(topology: Topology = TOPOLOGY, archive_bucket: str = ARCHIVE_BUCK
                 source_kind="dynamodb",
                 source=store.logical_name,
                 settings=service.publisher_mapping,
-                dlq=f"{service.publisher_function_name}-dlq",
+                dlq=naming.dlq(service.publisher_function_name),
             )
         )
-        deliveries.append(DeliveryPlan(f"{service.name}-archive", service.name, stream))
+        deliveries.append(DeliveryPlan(naming.delivery_stream(service.name), service.name, stream))
 
     for service, projection in topology.projections:
         tables.append(projection.table)
@@ -153,7 +148,7 @@ def build_plan(topology: Topology = TOPOLOGY, archive_bucket: str = ARCHIVE_BUCK
                 projection.function_name,
                 projection.handler,
                 {
-                    topo.ENV_SERVICE: service.name,
+                    **ServiceSettings.environment(service.name),
                     **projection_env(projection.name, projection.table.logical_name),
                     **powertools_env(service.name),
                 },
@@ -168,7 +163,7 @@ def build_plan(topology: Topology = TOPOLOGY, archive_bucket: str = ARCHIVE_BUCK
                 source_kind="kinesis",
                 source=streams[subscription.source],
                 settings=projection.mapping,
-                dlq=f"{subscription.name}-dlq",
+                dlq=naming.dlq(subscription.name),
             )
         )
 

@@ -12,7 +12,7 @@ from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_kinesis as kinesis
 from constructs import Construct
 
-from eventstack import topology as topo
+from escore.settings import ApiSettings
 from eventstack.topology import Service, Topology
 from infra.api import ServiceApi
 from infra.archive import ArchiveDelivery
@@ -82,10 +82,7 @@ class ServiceStack(Stack):
                 handler=service.api_handler,
                 service=service.name,
                 description=f"{service.name} commands and queries behind API Gateway",
-                environment={
-                    topo.ENV_SERVICE: service.name,
-                    topo.ENV_EVENT_STORE_TABLE: self.event_store.table.table_name,
-                },
+                environment=ApiSettings.environment(service.name, self.event_store.table.table_name),
                 memory_mb=512,
                 timeout_seconds=10,
             ),

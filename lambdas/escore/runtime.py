@@ -2,8 +2,8 @@
 
 Each handler module under lambdas/ exposes:
 - `build(env: Mapping[str, str], **collaborators) -> Handler`: builds the handler from its
-  configuration (environment variables named in eventstack/topology.py). Tests and the local
-  runtime call it with explicit settings and fakes; nothing is read from os.environ inside.
+  configuration (its environment, parsed by a settings model of escore.settings). Tests and the
+  local runtime call it with explicit settings and fakes; nothing is read from os.environ inside.
 - `handler = lazy(build)`: the Lambda entry point; it builds from os.environ on the first
   invocation (not at import, so importing a module is cheap and side-effect free).
 """
@@ -11,7 +11,7 @@ Each handler module under lambdas/ exposes:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -19,13 +19,6 @@ Handler = Callable[[dict[str, Any], Any], Any]
 
 class ConfigError(RuntimeError):
     """A function started without the configuration it needs (a deployment bug, not a client error)."""
-
-
-def require(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name)
-    if not value:
-        raise ConfigError(f"environment variable {name} is not set")
-    return value
 
 
 def lazy(build: Callable[..., Handler]) -> Handler:

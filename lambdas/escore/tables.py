@@ -3,10 +3,11 @@
 `eventstack replay PROJECTION --into new` builds a fresh table and, only once it is complete,
 switches the projection to it by writing the table's name into an SSM parameter, the projection's
 *active-table pointer*. Everything that touches a projection table (its projector, the API that
-reads it) resolves the name through `TableResolver` instead of reading `<NAME>_TABLE` directly:
+reads it) resolves the name through `TableResolver`, from the function's `ProjectionTable`
+settings (escore.settings; the names in escore.naming):
 
 - `<NAME>_TABLE_PARAMETER` (optional): the pointer's parameter name, e.g.
-  `/eventstack/dev/projections/user_timeline/table` (see `table_parameter_name`).
+  `/eventstack/dev/projections/user_timeline/table` (`naming.table_parameter`).
 - `<NAME>_TABLE`: the table the projection started with; used while no pointer is set (or when the
   pointer variable is absent, as in unit tests), so nothing changes until a first `--into new`.
 
@@ -22,29 +23,17 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from escore import naming
 from escore.runtime import aws_client
+from escore.settings import ProjectionTable, TableNotConfigured
 
 TABLE_CACHE_SECONDS = 15.0
-PARAMETER_ROOT = "/eventstack"
 
+# Still imported from here by eventstack/replay.py and escore/projector_lambda.py; their home is escore.naming.
+table_parameter_name = naming.table_parameter
+table_parameter_env = naming.table_parameter_env
 
-class TableNotConfigured(RuntimeError):
-    """Neither a pointer nor the `<NAME>_TABLE` variable names the table (a deployment bug)."""
-
-
-def table_env(logical_name: str) -> str:
-    """The variable with the projection's initial table, e.g. USER_TIMELINE_TABLE (as topology)."""
-    return f"{logical_name.upper()}_TABLE"
-
-
-def table_parameter_env(logical_name: str) -> str:
-    """The variable with the pointer's parameter name, e.g. USER_TIMELINE_TABLE_PARAMETER."""
-    return f"{table_env(logical_name)}_PARAMETER"
-
-
-def table_parameter_name(stage: str, logical_name: str) -> str:
-    """The active-table pointer of a projection, e.g. /eventstack/dev/projections/user_timeline/table."""
-    return f"{PARAMETER_ROOT}/{stage}/projections/{logical_name}/table"
+__all__ = ["TABLE_CACHE_SECONDS", "TableNotConfigured", "TableResolver", "table_parameter_env", "table_parameter_name"]
 
 
 class TableResolver:
@@ -59,13 +48,10 @@ class TableResolver:
         cache_seconds: float = TABLE_CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        settings = ProjectionTable.of(env, logical_name)  # TableNotConfigured when neither is set
         self.logical_name = logical_name
-        self.fallback = env.get(table_env(logical_name)) or None
-        self.parameter = env.get(table_parameter_env(logical_name)) or None
-        if self.fallback is None and self.parameter is None:
-            raise TableNotConfigured(
-                f"set {table_env(logical_name)} (and optionally {table_parameter_env(logical_name)})"
-            )
+        self.fallback = settings.table
+        self.parameter = settings.table_parameter
         self._ssm = ssm_client
         self._cache_seconds = cache_seconds
         self._clock = clock
@@ -84,10 +70,6 @@ class TableResolver:
                 self._expires = now + self._cache_seconds
             return self._value
 
-    def invalidate(self) -> None:
-        with self._lock:
-            self._expires = float("-inf")
-
     def _lookup(self, stale: str | None) -> str:
         assert self.parameter is not None
         if self._ssm is None:
@@ -98,7 +80,7 @@ class TableResolver:
             if _is_not_found(exc):
                 if self.fallback is None:
                     raise TableNotConfigured(
-                        f"no pointer {self.parameter} and no {table_env(self.logical_name)}"
+                        f"no pointer {self.parameter} and no {naming.table_env(self.logical_name)}"
                     ) from exc
                 return self.fallback
             # SSM unavailable or throttled: a stale answer is right (pointers change rarely and
@@ -117,24 +99,3 @@ def _is_not_found(exc: Exception) -> bool:
         code = response.get("Error", {}).get("Code")
         return bool(code == "ParameterNotFound")
     return False
-
-
-_shared: dict[tuple[str, str | None, str | None], TableResolver] = {}
-_shared_lock = threading.Lock()
-
-
-def resolve_table(
-    env: Mapping[str, str],
-    logical_name: str,
-    *,
-    ssm_client: Any = None,
-    cache_seconds: float = TABLE_CACHE_SECONDS,
-) -> str:
-    """The projection's active table name now (cached per pointer); see the module's docstring."""
-    key = (logical_name, env.get(table_env(logical_name)), env.get(table_parameter_env(logical_name)))
-    with _shared_lock:
-        resolver = _shared.get(key)
-        if resolver is None:
-            resolver = TableResolver(env, logical_name, ssm_client=ssm_client, cache_seconds=cache_seconds)
-            _shared[key] = resolver
-    return resolver()

@@ -24,17 +24,16 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from escore.aggregate import CommandContext, Repository, canonical_uuid
 from escore.envelope import new_id
-from escore.http import JsonApi, validation_error
-from escore.runtime import Handler, api_client_config, aws_client, lazy, require
+from escore.http import validation_error
+from escore.runtime import Handler, lazy
+from escore.service import ServiceApp
 from escore.store import EventStore
 from posts.domain import KIND, Post
+from posts.readmodels import HashtagReadModel
 from posts.schemas import MAX_TAG_LENGTH, normalize_tag
 
 SERVICE = "posts"
-ENV_SERVICE = "SERVICE_NAME"
-ENV_EVENT_STORE_TABLE = "EVENT_STORE_TABLE"
-ENV_SNAPSHOT_EVERY = "SNAPSHOT_EVERY"  # optional: snapshot a post every N events (0, the default: never)
-HASHTAG_COUNTS = "hashtag_counts"  # projection name; its table via HASHTAG_COUNTS_TABLE (escore.tables)
+HASHTAG_COUNTS = "hashtag_counts"  # the projection this API reads (GET /tags/{tag})
 
 Text = Annotated[StrictStr, Field(min_length=1, max_length=2000)]
 Version = Annotated[StrictInt, Field(ge=1)]
@@ -141,26 +140,11 @@ def build(
     hashtags: HashtagCounts | None = None,
     snapshot_every: int | None = None,
 ) -> Handler:
-    """The posts API handler.
-
-    Defaults: the DynamoDB event store named by EVENT_STORE_TABLE, and the `hashtag_counts` read
-    model on its table, resolved per request through escore.tables (HASHTAG_COUNTS_TABLE, or the
-    active-table pointer a replay `--into new` switches). That resolver is made on the first
-    `GET /tags/...`, not at cold start: the commands do not depend on the read model, so a function
-    without the projection's settings still takes posts (and its tag reads fail, logged, as a 500).
-    """
-    service = env.get(ENV_SERVICE) or SERVICE
-    if store is None:
-        from escore.dynamodb_store import DynamoDBEventStore  # boto3 only when no store is given
-
-        # Short timeouts: a stalled DynamoDB is a timely 503, not a hang (escore.runtime.api_client_config).
-        store = DynamoDBEventStore(require(env, ENV_EVENT_STORE_TABLE),
-                                   aws_client("dynamodb", config=api_client_config()))
-    if snapshot_every is None:
-        snapshot_every = int(env.get(ENV_SNAPSHOT_EVERY) or 0)
-    commands = PostCommands(Repository(store, Post, service, snapshot_every=snapshot_every))
-    counts = _fixed(hashtags) if hashtags is not None else _counts_on(env)
-    api = JsonApi(service, store)
+    """The posts API handler, on its event store and the `hashtag_counts` read model (escore.service)."""
+    app = ServiceApp(env, SERVICE, store=store, snapshot_every=snapshot_every)
+    commands = PostCommands(app.repository(Post))
+    counts = app.read_model(HASHTAG_COUNTS, HashtagReadModel, hashtags)
+    api = app.api
 
     @api.post("/posts", status=201)
     def create_post(body: CreatePost) -> PostAnswer:
@@ -193,30 +177,6 @@ def build(
         return TagCount.model_validate(tag_count(tag, counts))
 
     return api
-
-
-def _fixed(counts: HashtagCounts) -> Callable[[], HashtagCounts]:
-    return lambda: counts
-
-
-def _counts_on(env: Mapping[str, str]) -> Callable[[], HashtagCounts]:
-    """The read model on the projection's active table, made on first use (see `build`)."""
-    from escore.tables import TableResolver
-
-    resolvers: list[TableResolver] = []
-    models: dict[str, HashtagCounts] = {}
-
-    def current() -> HashtagCounts:
-        if not resolvers:
-            resolvers.append(TableResolver(env, HASHTAG_COUNTS))  # raises TableNotConfigured
-        table = resolvers[0]()  # the active table: a replay `--into new` may have switched it
-        if table not in models:
-            from posts.readmodels import HashtagReadModel
-
-            models[table] = HashtagReadModel(table, aws_client("dynamodb", config=api_client_config()))
-        return models[table]
-
-    return current
 
 
 handler = lazy(build)

@@ -21,17 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from escore.aggregate import AggregateNotFound, CommandContext, Repository, canonical_uuid
 from escore.envelope import new_id
-from escore.http import JsonApi, validation_error
-from escore.runtime import Handler, api_client_config, aws_client, lazy, require
+from escore.http import validation_error
+from escore.runtime import Handler, lazy
+from escore.service import ServiceApp
 from escore.store import EventStore
 from profiles.domain import KIND, User
-from profiles.readmodels import InvalidCursor
+from profiles.readmodels import InvalidCursor, ProfileReadModel, TimelineReadModel
 
 SERVICE = "profiles"
-ENV_SERVICE = "SERVICE_NAME"
-ENV_EVENT_STORE_TABLE = "EVENT_STORE_TABLE"
-ENV_SNAPSHOT_EVERY = "SNAPSHOT_EVERY"  # optional: snapshot a user every N events (0, the default: never)
-USER_PROFILES = "user_profiles"  # projection names; tables via USER_PROFILES_TABLE, USER_TIMELINE_TABLE
+USER_PROFILES = "user_profiles"  # the projections this API reads
+
 USER_TIMELINE = "user_timeline"
 DEFAULT_PAGE_SIZE = 20
 T = TypeVar("T")
@@ -157,27 +156,14 @@ def build(
     *,
     snapshot_every: int | None = None,
 ) -> Handler:
-    """The profiles API handler.
-
-    Defaults: the DynamoDB event store named by EVENT_STORE_TABLE, and the read models on the
-    projection tables, resolved per request through escore.tables (USER_PROFILES_TABLE and
-    USER_TIMELINE_TABLE, or the active-table pointer a replay `--into new` switches).
-    """
-    service = env.get(ENV_SERVICE) or SERVICE
-    if store is None:
-        from escore.dynamodb_store import DynamoDBEventStore  # boto3 only when no store is given
-
-        # Short timeouts: a stalled DynamoDB is a timely 503, not a hang (escore.runtime.api_client_config).
-        store = DynamoDBEventStore(require(env, ENV_EVENT_STORE_TABLE),
-                                   aws_client("dynamodb", config=api_client_config()))
-    if snapshot_every is None:
-        snapshot_every = int(env.get(ENV_SNAPSHOT_EVERY) or 0)
+    """The profiles API handler, on its event store and two read models (escore.service)."""
+    app = ServiceApp(env, SERVICE, store=store, snapshot_every=snapshot_every)
     commands = UserCommands(
-        Repository(store, User, service, snapshot_every=snapshot_every),
-        _fixed(profiles) if profiles is not None else _profiles_on(env),
-        _fixed(timeline) if timeline is not None else _timeline_on(env),
+        app.repository(User),
+        app.read_model(USER_PROFILES, ProfileReadModel, profiles),
+        app.read_model(USER_TIMELINE, TimelineReadModel, timeline),
     )
-    api = JsonApi(service, store)
+    api = app.api
 
     @api.post("/users", status=201)
     def register_user(body: RegisterUser) -> UserAnswer:
@@ -210,42 +196,6 @@ def build(
         return TimelinePage.model_validate(commands.posts(user_id, limit, cursor or None))
 
     return api
-
-
-def _fixed(value: T) -> Callable[[], T]:
-    return lambda: value
-
-
-def _profiles_on(env: Mapping[str, str]) -> Callable[[], PostCounts]:
-    from escore.tables import TableResolver
-    from profiles.readmodels import ProfileReadModel
-
-    resolve = TableResolver(env, USER_PROFILES)  # fails at cold start when the table is not configured
-    models: dict[str, ProfileReadModel] = {}
-
-    def current() -> PostCounts:
-        table = resolve()  # the active table: a replay `--into new` may have switched it
-        if table not in models:
-            models[table] = ProfileReadModel(table, aws_client("dynamodb", config=api_client_config()))
-        return models[table]
-
-    return current
-
-
-def _timeline_on(env: Mapping[str, str]) -> Callable[[], Timelines]:
-    from escore.tables import TableResolver
-    from profiles.readmodels import TimelineReadModel
-
-    resolve = TableResolver(env, USER_TIMELINE)
-    models: dict[str, TimelineReadModel] = {}
-
-    def current() -> Timelines:
-        table = resolve()
-        if table not in models:
-            models[table] = TimelineReadModel(table, aws_client("dynamodb", config=api_client_config()))
-        return models[table]
-
-    return current
 
 
 handler = lazy(build)

@@ -40,12 +40,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from escore.envelope import EnvelopeError, decode, encode_record
-from escore.runtime import Handler, aws_client, lazy, require
+from escore.runtime import Handler, aws_client, lazy
+from escore.settings import PublisherSettings
 from publisher.marks import AttemptMarks
 from publisher.readback import Key, ReadBack
 
-STREAM_ENV = "EVENT_STREAM_NAME"
-TABLE_ENV = "EVENT_STORE_TABLE"
 MAX_RECORDS_PER_CALL = 500
 MAX_BYTES_PER_CALL = 5 * 1024 * 1024
 MAX_ATTEMPTS = 4  # per record, in process
@@ -328,8 +327,8 @@ def build(
     clock: Callable[[], float] = time.time,
 ) -> Handler:
     """`kinesis` (tests) serves both writing and reading back unless `kinesis_reader` is given."""
-    stream_name = require(env, STREAM_ENV)
-    table = require(env, TABLE_ENV)
+    settings = PublisherSettings.from_env(env)
+    stream_name, table = settings.event_stream_name, settings.event_store_table
     from escore.observability import count, logger
 
     if kinesis is None:

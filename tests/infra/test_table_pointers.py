@@ -15,12 +15,11 @@ from typing import Any
 
 import pytest
 
-from escore import tables as resolver
-from eventstack import topology as topo
+from escore import naming as rules
 from eventstack.replay import GENERATION_RE
 from eventstack.topology import TOPOLOGY, Projection, Service
 from infra import naming
-from infra.tables import PROJECTION_READ_ACTIONS, PROJECTION_WRITE_ACTIONS, table_parameter_env
+from infra.tables import PROJECTION_READ_ACTIONS, PROJECTION_WRITE_ACTIONS
 from tests.infra.conftest import Synth
 
 pytestmark = pytest.mark.infra
@@ -107,17 +106,14 @@ def _granted(statements: list[dict[str, Any]], resource: Any) -> set[str]:
     }
 
 
-# --- names agree with the resolver and with replay ------------------------------------------------
+# --- generation names agree with replay ---------------------------------------------------------
 
 
 @pytest.mark.parametrize("projection", PROJECTIONS)
-def test_names_agree_with_the_resolver_and_replay(projection: str) -> None:
-    assert table_parameter_env(projection) == resolver.table_parameter_env(projection)
-    assert topo.table_env(projection) == resolver.table_env(projection)
+def test_generation_names_agree_with_replay(projection: str) -> None:
     for stage in ("dev", "prod"):
-        assert naming.table_pointer(stage, projection) == resolver.table_parameter_name(stage, projection)
         deployed = naming.table(stage, projection)
-        generation = f"{deployed}-g20251126152646"  # what `replay --into new` names it
+        generation = rules.table_generation(deployed, "20251126152646")  # what `replay --into new` names it
         assert GENERATION_RE.sub("", generation) == deployed
         assert fnmatch.fnmatchcase(generation, naming.table_generations(stage, projection))
         assert not fnmatch.fnmatchcase(deployed, naming.table_generations(stage, projection))
@@ -132,10 +128,10 @@ def test_every_user_of_a_projection_gets_its_pointer_variable(each: Synth) -> No
         for function_name in _users(service, projection):
             _, function = _function(each, service.name, function_name)
             env = function["Environment"]["Variables"]
-            assert env[resolver.table_parameter_env(projection.name)] == (
+            assert env[rules.table_parameter_env(projection.name)] == (
                 f"/eventstack/{each.stage}/projections/{projection.name}/table"
             ), function_name
-            assert env[resolver.table_env(projection.name)] == {"Ref": table}, function_name
+            assert env[rules.table_env(projection.name)] == {"Ref": table}, function_name
 
 
 def test_functions_that_use_no_projection_get_no_pointer(each: Synth) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from eventstack import topology as topo
+from escore import naming as rules
 from eventstack.topology import TOPOLOGY, MappingSettings, Table
 from tests.infra.conftest import Synth
 
@@ -117,21 +117,21 @@ def test_functions_and_environment_follow_the_topology(each: Synth) -> None:
         _, api = _function(each, service.name, service.api_function_name)
         assert api["Handler"] == service.api_handler
         api_env = api["Environment"]["Variables"]
-        assert api_env[topo.ENV_SERVICE] == service.name
-        assert api_env[topo.ENV_EVENT_STORE_TABLE] == {"Ref": store_logical}
+        assert api_env[rules.ENV_SERVICE] == service.name
+        assert api_env[rules.ENV_EVENT_STORE_TABLE] == {"Ref": store_logical}
         _, publisher = _function(each, service.name, service.publisher_function_name)
         assert publisher["Handler"] == service.publisher_handler
         env = publisher["Environment"]["Variables"]
-        assert env[topo.ENV_EVENT_STORE_TABLE] == {"Ref": store_logical}
-        assert env[topo.ENV_STREAM_NAME] == {"Ref": stream_logical}
+        assert env[rules.ENV_EVENT_STORE_TABLE] == {"Ref": store_logical}
+        assert env[rules.ENV_STREAM_NAME] == {"Ref": stream_logical}
         for projection in service.projections:
             table_logical, _ = _table(each, service.name, projection.table)
             _, projector = _function(each, service.name, projection.function_name)
             assert projector["Handler"] == projection.handler
-            assert projector["Environment"]["Variables"][topo.table_env(projection.name)] == {
+            assert projector["Environment"]["Variables"][rules.table_env(projection.name)] == {
                 "Ref": table_logical
             }
-            assert api_env[topo.table_env(projection.name)] == {"Ref": table_logical}
+            assert api_env[rules.table_env(projection.name)] == {"Ref": table_logical}
 
 
 def test_every_mapping_is_declared_with_its_settings(each: Synth) -> None:

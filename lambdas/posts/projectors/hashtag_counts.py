@@ -25,7 +25,6 @@ from escore.projector_lambda import build_projector
 from escore.runtime import Handler, lazy
 
 NAME = "hashtag_counts"
-TABLE_ENV = "HASHTAG_COUNTS_TABLE"  # eventstack.topology.table_env(NAME); read by TableResolver
 COUNT_SK = "count"
 
 

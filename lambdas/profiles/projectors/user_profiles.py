@@ -24,7 +24,6 @@ from escore.projector_lambda import build_projector
 from escore.runtime import Handler, lazy
 
 NAME = "user_profiles"
-TABLE_ENV = "USER_PROFILES_TABLE"  # eventstack.topology.table_env(NAME); read by TableResolver
 PROFILE_SK = "profile"
 
 

@@ -22,7 +22,6 @@ from escore.projector_lambda import build_projector
 from escore.runtime import Handler, lazy
 
 NAME = "user_timeline"
-TABLE_ENV = "USER_TIMELINE_TABLE"  # eventstack.topology.table_env(NAME); read by TableResolver
 
 
 def timeline_pk(user_id: str) -> str:
