@@ -20,11 +20,12 @@ from typing import Annotated, Any, Protocol
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import Field, StrictInt, StrictStr
 
 from escore.aggregate import CommandContext, Repository, canonical_uuid
 from escore.envelope import new_id
 from escore.http import validation_error
+from escore.models import Answer, Body
 from escore.runtime import Handler, lazy
 from escore.service import ServiceApp
 from escore.store import EventStore
@@ -41,28 +42,24 @@ Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 Id = Annotated[str, Field(json_schema_extra={"format": "uuid"})]  # an id this service gave out
 
 
-class CreatePost(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CreatePost(Body):
     author_id: UUID
     text: Text
 
 
-class EditPost(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EditPost(Body):
     text: Text
     expected_version: Version
 
 
-class PostAnswer(BaseModel):
+class PostAnswer(Answer):
     """What a command on a post answers: the post and its version after the command."""
 
     post_id: Id
     version: int
 
 
-class PostView(BaseModel):
+class PostView(Answer):
     """A post as it is now (RFC 3339 UTC timestamps with microseconds)."""
 
     post_id: Id
@@ -73,7 +70,7 @@ class PostView(BaseModel):
     updated_at: Timestamp
 
 
-class TagCount(BaseModel):
+class TagCount(Answer):
     """How many live posts carry a tag (eventually consistent: a projection of the posts stream)."""
 
     tag: str = Field(description="the tag, lower-cased, without '#'")

@@ -17,11 +17,12 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Protocol, TypeVar
 
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import Field, StrictInt, StrictStr
 
 from escore.aggregate import AggregateNotFound, CommandContext, Repository, canonical_uuid
 from escore.envelope import new_id
 from escore.http import validation_error
+from escore.models import Answer, Body
 from escore.runtime import Handler, lazy
 from escore.service import ServiceApp
 from escore.store import EventStore
@@ -40,28 +41,24 @@ DisplayName = Annotated[StrictStr, Field(min_length=1, max_length=100)]
 Id = Annotated[str, Field(json_schema_extra={"format": "uuid"})]  # an id a service gave out
 
 
-class RegisterUser(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RegisterUser(Body):
     handle: Handle
     display_name: DisplayName
 
 
-class ChangeDisplayName(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ChangeDisplayName(Body):
     display_name: DisplayName
     expected_version: Annotated[StrictInt, Field(ge=1)] | None = None
 
 
-class UserAnswer(BaseModel):
+class UserAnswer(Answer):
     """What a command on a user answers: the user and its version after the command."""
 
     user_id: Id
     version: int
 
 
-class UserView(BaseModel):
+class UserView(Answer):
     """A profile: from the user's events, and `post_count` from the posts stream (eventually consistent)."""
 
     user_id: Id
@@ -71,13 +68,13 @@ class UserView(BaseModel):
     post_count: int
 
 
-class TimelineItem(BaseModel):
+class TimelineItem(Answer):
     post_id: Id
     text: str
     created_at: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 
 
-class TimelinePage(BaseModel):
+class TimelinePage(Answer):
     """A page of a user's posts, newest first (deleted posts left out); `next_cursor` null on the last page."""
 
     items: list[TimelineItem]
