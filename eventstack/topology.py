@@ -1,184 +1,49 @@
-"""The one declaration of eventstack's topology.
+"""The one declaration of eventstack's topology, gathered from each service's own entry.
 
-Services, their event stores and streams, the projections, which streams feed which
-projection (subscriptions), and the settings of every event source mapping. The CDK app
-(`infra/`) and the local runtime (`eventstack.local`) both build from this and nothing else,
-and a test checks the synthesized templates agree with it.
-
-Handlers are named as Lambda names them: `module.function`, relative to `lambdas/`.
-Every name derived from these declarations (tables, streams, functions, mappings, queues, the
-handlers' environment variables) follows the rules of `escore.naming`, and only those.
+A service declares itself in `lambdas/<service>/service.py` (`SERVICE = Service(...)`, the
+vocabulary of `escore.topology`): its routes, its projections and the streams that feed them.
+`TOPOLOGY` is every such entry, in name order. The CDK app (`infra/`), the local runtime
+(`eventstack.local`), replay and the DLQ tools all build from it and nothing else, and tests check
+that the synthesized templates and the local plan agree with it. Adding a service adds an entry;
+nothing here is edited.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from escore import naming
-
-
-@dataclass(frozen=True)
-class MappingSettings:
-    """An event source mapping, as Lambda's EventSourceMapping properties name them."""
-
-    batch_size: int = 100
-    batching_window_seconds: int = 1
-    max_retries: int = 5  # 0..10, never -1 (infinite)
-    max_record_age_seconds: int = 3600
-    bisect_on_error: bool = True
-    parallelization_factor: int = 1  # 1 keeps a shard's records in order
-    starting_position: str = "TRIM_HORIZON"
-    report_batch_item_failures: bool = True
-
-
-# The publisher relays the store's change stream: small batches, strictly in order. No bisect: a
-# failed batch (a crash too) is retried from the same first record, which keys its attempt mark
-# (lambdas/publisher/handler.py: each event once on Kinesis).
-PUBLISHER_MAPPING = MappingSettings(batch_size=100, batching_window_seconds=0, max_retries=10,
-                                    max_record_age_seconds=6 * 3600, bisect_on_error=False)
-PROJECTOR_MAPPING = MappingSettings()
-
-
-@dataclass(frozen=True)
-class Table:
-    logical_name: str
-    partition_key: tuple[str, str]  # (name, "S" | "N")
-    sort_key: tuple[str, str] | None = None
-    ttl_attribute: str | None = None
-    stream: bool = False  # DynamoDB stream with new images
-
-
-@dataclass(frozen=True)
-class Projection:
-    """A read model: one table, one projector function, fed by the streams of `sources`."""
-
-    name: str  # e.g. "user_profiles"; also the table's logical name
-    handler: str
-    sources: tuple[str, ...]  # services whose Kinesis streams feed it
-    mapping: MappingSettings = PROJECTOR_MAPPING
-
-    @property
-    def table(self) -> Table:
-        # TTL: the engine's tombstones expire (escore.writes.EXPIRES_ATTRIBUTE)
-        return Table(self.name, ("pk", "S"), ("sk", "S"), ttl_attribute="expires_at")
-
-    @property
-    def function_name(self) -> str:
-        return naming.projector_function(self.name)
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    resource: str  # API Gateway resource path, e.g. "/posts/{post_id}"
-
-
-@dataclass(frozen=True)
-class Service:
-    name: str
-    api_handler: str
-    routes: tuple[Route, ...] = ()
-    projections: tuple[Projection, ...] = ()
-    publisher_handler: str = "publisher.handler.handler"
-    publisher_mapping: MappingSettings = PUBLISHER_MAPPING
-
-    @property
-    def event_store(self) -> Table:
-        return Table(
-            naming.event_store_table(self.name),
-            ("stream_id", "S"),
-            ("version", "N"),
-            ttl_attribute="expires_at",
-            stream=True,
-        )
-
-    @property
-    def stream_logical_name(self) -> str:
-        return naming.stream(self.name)
-
-    @property
-    def api_function_name(self) -> str:
-        return naming.api_function(self.name)
-
-    @property
-    def publisher_function_name(self) -> str:
-        return naming.publisher_function(self.name)
-
-
-@dataclass(frozen=True)
-class Subscription:
-    """`projection` (owned by `owner`) consumes the stream of `source`."""
-
-    owner: str
-    projection: Projection
-    source: str
-
-    @property
-    def name(self) -> str:
-        return naming.subscription(self.projection.name, self.source)
-
-
-@dataclass(frozen=True)
-class Topology:
-    services: tuple[Service, ...]
-    archive_prefix: str = "events/"
-    archive_error_prefix: str = "errors/"
-
-    def service(self, name: str) -> Service:
-        for service in self.services:
-            if service.name == name:
-                return service
-        raise KeyError(f"no service {name!r}; known: {', '.join(s.name for s in self.services)}")
-
-    @property
-    def projections(self) -> tuple[tuple[Service, Projection], ...]:
-        return tuple((s, p) for s in self.services for p in s.projections)
-
-    def projection(self, name: str) -> tuple[Service, Projection]:
-        for service, projection in self.projections:
-            if projection.name == name:
-                return service, projection
-        known = ", ".join(p.name for _, p in self.projections)
-        raise KeyError(f"no projection {name!r}; known: {known}")
-
-    @property
-    def subscriptions(self) -> tuple[Subscription, ...]:
-        return tuple(
-            Subscription(service.name, projection, source)
-            for service, projection in self.projections
-            for source in projection.sources
-        )
-
-
-TOPOLOGY = Topology(
-    services=(
-        Service(
-            name="posts",
-            api_handler="posts.api.handler",
-            routes=(
-                Route("POST", "/posts"),
-                Route("GET", "/posts/{post_id}"),
-                Route("PATCH", "/posts/{post_id}"),
-                Route("DELETE", "/posts/{post_id}"),
-                Route("GET", "/tags/{tag}"),
-            ),
-            projections=(
-                Projection("hashtag_counts", "posts.projectors.hashtag_counts.handler", ("posts",)),
-            ),
-        ),
-        Service(
-            name="profiles",
-            api_handler="profiles.api.handler",
-            routes=(
-                Route("POST", "/users"),
-                Route("GET", "/users/{user_id}"),
-                Route("PATCH", "/users/{user_id}"),
-                Route("GET", "/users/{user_id}/posts"),
-            ),
-            projections=(
-                Projection("user_profiles", "profiles.projectors.user_profiles.handler", ("profiles", "posts")),
-                Projection("user_timeline", "profiles.projectors.user_timeline.handler", ("posts",)),
-            ),
-        ),
-    )
+from escore.topology import (
+    PROJECTOR_MAPPING,
+    PUBLISHER_MAPPING,
+    MappingSettings,
+    Projection,
+    Route,
+    Service,
+    Subscription,
+    Table,
+    Topology,
 )
+from eventstack.loader import LAMBDAS_DIR, import_lambda_module
+
+__all__ = [
+    "PROJECTOR_MAPPING", "PUBLISHER_MAPPING", "TOPOLOGY", "MappingSettings", "Projection", "Route", "Service",
+    "Subscription", "Table", "Topology", "discover",
+]
+
+ENTRY = "service"  # lambdas/<service>/service.py
+
+
+def discover() -> Topology:
+    """Every service entry under lambdas/, in name order; a package without an entry is a library."""
+    services: list[Service] = []
+    for folder in sorted(LAMBDAS_DIR.iterdir()):
+        if not (folder / f"{ENTRY}.py").is_file():
+            continue
+        service = getattr(import_lambda_module(f"{folder.name}.{ENTRY}"), "SERVICE", None)
+        if not isinstance(service, Service):
+            raise TypeError(f"lambdas/{folder.name}/{ENTRY}.py must define SERVICE = Service(...)")
+        if service.name != folder.name:
+            raise ValueError(f"lambdas/{folder.name}/{ENTRY}.py declares service {service.name!r}: name it {folder.name!r}")
+        services.append(service)
+    return Topology(services=tuple(services))
+
+
+TOPOLOGY = discover()

@@ -46,6 +46,11 @@ def table_parameter_env(logical_name: str) -> str:
 
 
 # Logical names.
+def api_handler(service: str) -> str:
+    """A service's API function handler: `build` in `lambdas/<service>/api.py`, as `lazy(build)`."""
+    return f"{service}.api.handler"
+
+
 def event_store_table(service: str) -> str:
     return f"{service}_events"
 

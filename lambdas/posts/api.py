@@ -27,7 +27,7 @@ from escore.envelope import new_id
 from escore.http import validation_error
 from escore.models import Answer, Body
 from escore.runtime import Handler, lazy
-from escore.service import ServiceApp
+from escore.app import ServiceApp
 from escore.store import EventStore
 from posts.domain import KIND, Post
 from posts.readmodels import HashtagReadModel
@@ -137,7 +137,7 @@ def build(
     hashtags: HashtagCounts | None = None,
     snapshot_every: int | None = None,
 ) -> Handler:
-    """The posts API handler, on its event store and the `hashtag_counts` read model (escore.service)."""
+    """The posts API handler, on its event store and the `hashtag_counts` read model (escore.app)."""
     app = ServiceApp(env, SERVICE, store=store, snapshot_every=snapshot_every)
     commands = PostCommands(app.repository(Post))
     counts = app.read_model(HASHTAG_COUNTS, HashtagReadModel, hashtags)

@@ -24,7 +24,7 @@ from escore.envelope import new_id
 from escore.http import validation_error
 from escore.models import Answer, Body
 from escore.runtime import Handler, lazy
-from escore.service import ServiceApp
+from escore.app import ServiceApp
 from escore.store import EventStore
 from profiles.domain import KIND, User
 from profiles.readmodels import InvalidCursor, ProfileReadModel, TimelineReadModel
@@ -153,7 +153,7 @@ def build(
     *,
     snapshot_every: int | None = None,
 ) -> Handler:
-    """The profiles API handler, on its event store and two read models (escore.service)."""
+    """The profiles API handler, on its event store and two read models (escore.app)."""
     app = ServiceApp(env, SERVICE, store=store, snapshot_every=snapshot_every)
     commands = UserCommands(
         app.repository(User),
