@@ -10,6 +10,8 @@ follows `escore.naming`. Handlers are named as Lambda names them: `module.functi
 
 from __future__ import annotations
 
+import functools
+import importlib
 from dataclasses import dataclass
 
 from escore import naming
@@ -74,7 +76,6 @@ class Route:
 @dataclass(frozen=True)
 class Service:
     name: str
-    routes: tuple[Route, ...] = ()
     projections: tuple[Projection, ...] = ()
     publisher_handler: str = "publisher.handler.handler"
     publisher_mapping: MappingSettings = PUBLISHER_MAPPING
@@ -82,6 +83,11 @@ class Service:
     @property
     def api_handler(self) -> str:
         return naming.api_handler(self.name)
+
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        """The routes the service's API module registers: declared there, once (see `api_routes`)."""
+        return api_routes(self.api_handler)
 
     @property
     def event_store(self) -> Table:
@@ -149,3 +155,19 @@ class Topology:
             for service, projection in self.projections
             for source in projection.sources
         )
+
+
+@functools.cache
+def api_routes(api_handler: str) -> tuple[Route, ...]:
+    """The routes an API module's `build` registers, learnt by building it on an in-memory store.
+
+    A route is declared once, by its decorator in `lambdas/<service>/api.py`, beside its handler
+    function, models and docs; API Gateway's resources (infra/api.py), the local runtime's router
+    and the OpenAPI document all come from here. Building touches no AWS: read models are made on
+    first use (escore.app.ServiceApp), so `build({}, store=...)` only registers the routes.
+    """
+    from escore.memory_store import InMemoryEventStore
+
+    module = importlib.import_module(api_handler.rpartition(".")[0])
+    api = module.build({}, store=InMemoryEventStore())
+    return tuple(Route(spec.method, spec.template) for spec in api.routes)
