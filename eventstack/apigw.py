@@ -9,15 +9,13 @@ with exactly the event shape a deployed API Gateway REST API produces (payload f
   resourcePath, identity.sourceIp, requestTimeEpoch, ...), `body` and `isBase64Encoded`.
   As API Gateway does, absent maps are `None` (not `{}`), and a body that is not UTF-8 text is
   base64-encoded with `isBase64Encoded: true`.
-- `match_route(routes, method, path)` resolves a concrete path against route templates
-  (`eventstack.topology.Route`, e.g. `/posts/{post_id}`, and greedy `{proxy+}`): a `RouteMatch`
-  with the resource and path parameters, or a `RouteMiss` saying 404 (no such path) or 405 (the
-  path exists for other methods, listed in `allowed`).
+- `match_route(routes, method, target)`: `escore.routes.match_route` (the one matcher, shared
+  with the API handlers) on a request target.
 - `parse_proxy_result(result)` reads what a handler returned: `(status, headers, body_bytes)`,
   with `headers` and `multiValueHeaders` merged into a case-insensitive `Headers` and a base64
   body decoded.
 
-Standard library only: this module is imported by the test suite and the local runtime alike.
+Standard library and escore only: imported by the test suite and the local runtime alike.
 """
 
 from __future__ import annotations
@@ -27,9 +25,11 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
+
+from escore.routes import RouteLike, RouteMatch, RouteMiss
+from escore.routes import match_route as routes_match
 
 __all__ = [
     "Headers",
@@ -44,84 +44,15 @@ __all__ = [
 ]
 
 
-class RouteLike(Protocol):
-    """What `match_route` needs of a route: `eventstack.topology.Route` is one."""
-
-    @property
-    def method(self) -> str: ...
-
-    @property
-    def resource(self) -> str: ...
-
-
-@dataclass(frozen=True)
-class RouteMatch:
-    resource: str  # the template, e.g. "/posts/{post_id}"
-    path_parameters: dict[str, str]  # URL-decoded, e.g. {"post_id": "..."}
-
-
-@dataclass(frozen=True)
-class RouteMiss:
-    status: int  # 404: no route has this path; 405: the path exists, not for this method
-    allowed: tuple[str, ...] = ()  # for 405: the methods the path has, sorted
-
-    @property
-    def error(self) -> str:
-        return "not_found" if self.status == 404 else "method_not_allowed"
-
-
 def _split_target(target: str) -> tuple[str, str]:
     """(path, query) of a request target; unlike urlsplit, `//a/b` is a path, not a host."""
     path, _, query = target.partition("?")
     return (path.split("#", 1)[0] or "/"), query
 
 
-def _segments(path: str) -> list[str]:
-    return [segment for segment in path.split("/") if segment != ""]
-
-
-def _match_template(template: str, path: str) -> dict[str, str] | None:
-    """Path parameters if `path` fits `template`, else None. `{name}` is one segment; `{name+}` the rest."""
-    wanted, given = _segments(template), _segments(path)
-    params: dict[str, str] = {}
-    for index, part in enumerate(wanted):
-        if part.startswith("{") and part.endswith("+}"):
-            rest = given[index:]
-            if not rest:
-                return None
-            params[part[1:-2]] = unquote("/".join(rest))
-            return params
-        if index >= len(given):
-            return None
-        if part.startswith("{") and part.endswith("}"):
-            params[part[1:-1]] = unquote(given[index])
-        elif part != given[index]:
-            return None
-    return params if len(wanted) == len(given) else None
-
-
-def match_route(routes: Iterable[RouteLike], method: str, path: str) -> RouteMatch | RouteMiss:
-    """Resolve `method path` (path without query string) against route templates.
-
-    A literal segment beats a parameter, as in API Gateway: with `/users/me` and `/users/{id}`,
-    `/users/me` matches the former. A path that some route has but not for `method` is a
-    `RouteMiss(405, allowed=...)`; a path no route has is `RouteMiss(404)`.
-    """
-    method = method.upper()
-    path = _split_target(path)[0]
-    fits: list[tuple[tuple[int, ...], RouteLike, dict[str, str]]] = []
-    for route in routes:
-        params = _match_template(route.resource, path)
-        if params is not None:
-            # literal segments rank above parameters, left to right
-            rank = tuple(0 if segment.startswith("{") else 1 for segment in _segments(route.resource))
-            fits.append((rank, route, params))
-    if not fits:
-        return RouteMiss(404)
-    for _, route, params in sorted(fits, key=lambda fit: fit[0], reverse=True):
-        if route.method.upper() in (method, "ANY"):
-            return RouteMatch(route.resource, params)
-    return RouteMiss(405, tuple(sorted({route.method.upper() for _, route, _ in fits})))
+def match_route(routes: Iterable[RouteLike], method: str, path: str) -> RouteMatch[RouteLike] | RouteMiss:
+    """`escore.routes.match_route` on a request target (its query string, if any, ignored)."""
+    return routes_match(routes, method, _split_target(path)[0])
 
 
 class Headers(Mapping[str, str]):

@@ -291,14 +291,15 @@ class TestApiGatewayEvents:
     routes = TOPOLOGY.service("profiles").routes
 
     def test_match_route(self) -> None:
-        assert match_route(self.routes, "GET", "/users/u1/posts") == RouteMatch("/users/{user_id}/posts", {"user_id": "u1"})
-        assert match_route(self.routes, "patch", "/users/a%2Fb") == RouteMatch("/users/{user_id}", {"user_id": "a/b"})
+        assert match_route(self.routes, "GET", "/users/u1/posts") == RouteMatch(
+            Route("GET", "/users/{user_id}/posts"), {"user_id": "u1"})
+        assert match_route(self.routes, "patch", "/users/a%2Fb") == RouteMatch(Route("PATCH", "/users/{user_id}"), {"user_id": "a/b"})
         assert match_route(self.routes, "DELETE", "/users/u1") == RouteMiss(405, ("GET", "PATCH"))
         assert match_route(self.routes, "GET", "/users") == RouteMiss(405, ("POST",))
         assert match_route(self.routes, "GET", "/posts") == RouteMiss(404)
         assert match_route(self.routes, "GET", "/users/u1/posts/x").error == "not_found"
         greedy = [Route("ANY", "/files/{path+}")]
-        assert match_route(greedy, "PUT", "/files/a/b/c") == RouteMatch("/files/{path+}", {"path": "a/b/c"})
+        assert match_route(greedy, "PUT", "/files/a/b/c") == RouteMatch(Route("ANY", "/files/{path+}"), {"path": "a/b/c"})
 
     def test_rest_event_has_the_shape_aws_sends(self) -> None:
         event = rest_event(
