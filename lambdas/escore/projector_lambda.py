@@ -1,4 +1,4 @@
-"""The projector Lambda: a Kinesis event source mapping with ReportBatchItemFailures, over `Projector`.
+"""The projector Lambda: a Kinesis event source mapping with ReportBatchItemFailures, over escore.engine.
 
 The whole batch goes through `Projector.apply` at once (coalescing per item, one request per item),
 so the response is built here rather than by Powertools' per-record BatchProcessor. Each record is
@@ -25,8 +25,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from escore.control import GATE_CACHE_SECONDS, GATE_WAIT_SECONDS, Gate
+from escore.engine import Delivery, Projector, position_of
 from escore.envelope import EnvelopeError, decode
-from escore.projection import Delivery, ProjectionSpec, Projector, position_of
+from escore.projection import ProjectionSpec
 from escore.runtime import Handler, aws_client
 
 NAMESPACE_KEY = "eventstackNamespace"  # an event's namespace override (a DLQ redrive's own)
@@ -146,8 +147,9 @@ def build_projector(
     `gate` (default: when the table is resolved through the pointer, `<NAME>_TABLE_PARAMETER`, as
     every deployed and local projector is): check replay's control item before each batch.
     """
+    from escore.naming import table_parameter_env
     from escore.observability import logger
-    from escore.tables import TableResolver, table_parameter_env
+    from escore.tables import TableResolver
 
     dynamodb = aws_client("dynamodb", client)
     resolver = TableResolver(env, spec.name, ssm_client=ssm_client)

@@ -20,6 +20,9 @@ events), and then writes each item once (docs/replay.md):
   tags of the last `RECENT_EVENTS` events it took from it (`_r#<stream>:<shard>`, as the live
   projector keeps them), so a re-sent copy of one of them just after the cut is recognised too.
 
+Both requests are built by escore.item_writes, as the live engine's are (the owned one with the
+item's last version as its bound, the shared one with the rebuild's own watermarks).
+
 `TableFold.apply` takes each stream's events in version order; an event at or below the version
 already folded for its stream is a duplicate (the archive and the stream overlap) and is skipped.
 """
@@ -36,27 +39,12 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from escore.engine import RECENT_EVENTS, Delivery, event_tag, position_of
 from escore.envelope import Envelope
-from escore.projection import (
-    RECENT_EVENTS,
-    TOMBSTONE_TTL_SECONDS,
-    Delivery,
-    ProjectionSpec,
-    StreamState,
-    event_tag,
-    position_of,
-)
+from escore.item_writes import Expression, count_update, owned_request
+from escore.projection import ProjectionSpec, StreamState
 from escore.upcasting import UpcasterRegistry, upcasters
-from escore.writes import (
-    DELETED_ATTRIBUTE,
-    EXPIRES_ATTRIBUTE,
-    RECENT_PREFIX,
-    VERSION_ATTRIBUTE,
-    WATERMARK_PREFIX,
-    Key,
-    Write,
-    to_attr,
-)
+from escore.writes import RECENT_PREFIX, WATERMARK_PREFIX, Key, Write
 
 log = logging.getLogger(__name__)
 
@@ -218,64 +206,21 @@ class WriteStats:
                 self.already += 1
 
 
-def owned_request(table: str, key: Key, item: OwnedItem, now: float) -> tuple[str, dict[str, Any]]:
-    """The one conditional request that writes an owned item: ("put_item" | "update_item", kwargs)."""
-    write, version = item.write, {"N": str(item.version)}
-    pk = {"pk": {"S": key[0]}, "sk": {"S": key[1]}}
-    condition = "attribute_not_exists(#v) OR #v < :v"
-    common: dict[str, Any] = {"TableName": table, "ConditionExpression": condition}
-    if write.op in ("put", "delete"):
-        attributes = dict(write.set) if write.op == "put" else {
-            DELETED_ATTRIBUTE: True, EXPIRES_ATTRIBUTE: int(now) + TOMBSTONE_TTL_SECONDS}
-        return "put_item", {**common, "Item": {**pk, VERSION_ATTRIBUTE: version,
-                                               **{n: to_attr(v) for n, v in attributes.items()}},
-                            "ExpressionAttributeNames": {"#v": VERSION_ATTRIBUTE},
-                            "ExpressionAttributeValues": {":v": version}}
-    names = {"#v": VERSION_ATTRIBUTE}
-    values: dict[str, Any] = {":v": version}
-    sets = ["#v = :v"]
-    for index, (name, value) in enumerate(write.set.items()):
-        names[f"#s{index}"] = name
-        values[f":s{index}"] = to_attr(value)
-        sets.append(f"#s{index} = :s{index}")
-    expression = f"SET {', '.join(sets)}"
-    removes = sorted(write.remove)
-    if removes:
-        for index, name in enumerate(removes):
-            names[f"#r{index}"] = name
-        expression += f" REMOVE {', '.join(f'#r{i}' for i in range(len(removes)))}"
-    return "update_item", {**common, "Key": pk, "UpdateExpression": expression,
-                           "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
+def rebuilt_owned_request(table: str, key: Key, item: OwnedItem, now: float) -> tuple[str, dict[str, Any]]:
+    """The one conditional request that writes an owned item's final state: ("put_item" | "update_item", kwargs)."""
+    return owned_request(table, key, item.write, version=item.version, below=item.version, may_create=True, now=now)
 
 
-def shared_request(table: str, key: Key, write: Write, namespace: str, marks: Mapping[str, str],
-                   recent: Mapping[str, str] | None = None) -> dict[str, Any]:
+def rebuilt_shared_request(table: str, key: Key, write: Write, namespace: str, marks: Mapping[str, str],
+                           recent: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The UpdateItem of a shared item: its ADDs and SETs, its rebuild watermark, the live marks and
     (`recent`: namespace -> tags) the recent events per live namespace."""
-    names = {"#w": WATERMARK_PREFIX + namespace}
-    values: dict[str, Any] = {":w": {"S": REBUILD_POSITION}}
-    sets = ["#w = :w"]
-    for index, (name, position) in enumerate(sorted(marks.items())):
-        names[f"#m{index}"] = name
-        values[f":m{index}"] = {"S": position}
-        sets.append(f"#m{index} = :m{index}")
-    for index, (live, tags) in enumerate(sorted((recent or {}).items())):
-        names[f"#r{index}"] = RECENT_PREFIX + live
-        values[f":r{index}"] = {"S": tags}
-        sets.append(f"#r{index} = :r{index}")
-    for index, (name, value) in enumerate(write.set.items()):
-        names[f"#s{index}"] = name
-        values[f":s{index}"] = to_attr(value)
-        sets.append(f"#s{index} = :s{index}")
-    adds = []
-    for index, (name, amount) in enumerate(write.add.items()):
-        names[f"#a{index}"] = name
-        values[f":a{index}"] = to_attr(amount)
-        adds.append(f"#a{index} :a{index}")
-    expression = f"SET {', '.join(sets)}" + (f" ADD {', '.join(adds)}" if adds else "")
-    return {"TableName": table, "Key": {"pk": {"S": key[0]}, "sk": {"S": key[1]}},
-            "UpdateExpression": expression, "ConditionExpression": "attribute_not_exists(#w)",
-            "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
+    x = Expression()
+    mark = x.name(WATERMARK_PREFIX + namespace)
+    sets = [f"{mark} = {x.value({'S': REBUILD_POSITION})}"]
+    sets += [f"{x.name(name)} = {x.value({'S': position})}" for name, position in sorted(marks.items())]
+    sets += [f"{x.name(RECENT_PREFIX + live)} = {x.value({'S': tags})}" for live, tags in sorted((recent or {}).items())]
+    return count_update(table, key, write, x, condition=f"attribute_not_exists({mark})", sets=sets)
 
 
 def live_marks(cuts: Mapping[str, str]) -> dict[str, str]:
@@ -307,9 +252,10 @@ def write_fold(
         raise ValueError(f"bad rebuild namespace {namespace!r}")
     items = fold.take_owned() if owned is None else owned
     now = clock()
-    requests: list[tuple[str, dict[str, Any]]] = [owned_request(table, key, item, now) for key, item in items.items()]
+    requests: list[tuple[str, dict[str, Any]]] = [rebuilt_owned_request(table, key, item, now)
+                                                  for key, item in items.items()]
     if shared:
-        requests += [("update_item", shared_request(table, key, write, namespace, marks, fold.recent_of(key)))
+        requests += [("update_item", rebuilt_shared_request(table, key, write, namespace, marks, fold.recent_of(key)))
                      for key, write in fold.shared.items()]
     stats = stats if stats is not None else WriteStats()
 

@@ -1,4 +1,4 @@
-"""What a projection's fold returns: changes to read-model items, and DynamoDB's attribute values.
+"""What a projection's fold returns: changes to read-model items (the write algebra).
 
 Two kinds of item, told apart by the write (docs/decisions.md, "Exactly-once without checkpoints"):
 
@@ -14,7 +14,8 @@ Two kinds of item, told apart by the write (docs/decisions.md, "Exactly-once wit
   events it took from that source (`_r#<namespace>`), so that the same event arriving again at a
   new position (a re-send) shortly after is recognised too.
 
-Pure: no boto3. `apply_write` gives the effect on a plain dict, for tests and in-memory folds.
+Pure: no boto3. `apply_write` gives the effect on a plain dict, for tests and in-memory folds; the
+requests that make these changes on DynamoDB are built by escore.item_writes.
 """
 
 from __future__ import annotations
@@ -137,49 +138,3 @@ def apply_write(item: Mapping[str, Any] | None, write: Write) -> dict[str, Any] 
     if write.op == "put":
         return dict(write.set)
     return apply_update(item or {}, write)
-
-
-# --- DynamoDB attribute values (a few types; no boto3 import at cold start) ----------------
-
-
-def to_attr(value: Any) -> dict[str, Any]:
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, str):
-        return {"S": value}
-    if isinstance(value, int):
-        return {"N": str(value)}
-    if value is None:
-        return {"NULL": True}
-    if isinstance(value, Mapping):
-        return {"M": {str(k): to_attr(v) for k, v in value.items()}}
-    if isinstance(value, list | tuple):
-        return {"L": [to_attr(v) for v in value]}
-    raise TypeError(f"cannot store {type(value).__name__} in a projection (use str, int, bool, dict, list)")
-
-
-def from_attr(attr: Mapping[str, Any]) -> Any:
-    (kind, value), = attr.items()
-    if kind == "S":
-        return value
-    if kind == "N":
-        return int(value) if value.lstrip("-").isdigit() else float(value)
-    if kind == "BOOL":
-        return bool(value)
-    if kind == "NULL":
-        return None
-    if kind == "M":
-        return {k: from_attr(v) for k, v in value.items()}
-    if kind == "L":
-        return [from_attr(v) for v in value]
-    raise TypeError(f"unexpected attribute type {kind}")
-
-
-def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
-    """An item's attributes as plain values, without the engine's own (`_...`) attributes."""
-    return {name: from_attr(attr) for name, attr in item.items() if not name.startswith("_")}
-
-
-def is_tombstone(item: Mapping[str, Any]) -> bool:
-    """A raw DynamoDB item that `delete` left behind."""
-    return DELETED_ATTRIBUTE in item

@@ -13,7 +13,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from escore.envelope import Envelope, encode_record, format_timestamp, new_id
-from escore.writes import VERSION_ATTRIBUTE, is_tombstone
+from escore.readmodel import is_tombstone
+from escore.writes import VERSION_ATTRIBUTE
 from posts.schemas import hashtags
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -349,7 +350,7 @@ def live(items: dict[tuple[str, str], dict[str, Any]]) -> dict[tuple[str, str], 
 
 def deliveries(events: list[Envelope], namespace: str = "test:0", start: int = 1) -> list[Any]:
     """Events as one namespace delivers them, at consecutive positions in the order given."""
-    from escore.projection import Delivery, position_of
+    from escore.engine import Delivery, position_of
 
     return [Delivery(e, namespace, position_of(start + i)) for i, e in enumerate(events)]
 

@@ -25,9 +25,10 @@ import pytest
 from moto import mock_aws
 
 from escore.envelope import Envelope, decode
-from escore.projection import InMemoryProjection, ProjectionSpec
+from escore.memory_projection import InMemoryProjection
+from escore.projection import ProjectionSpec
+from escore.readmodel import from_item
 from escore.upcasting import upcasters
-from escore.writes import from_item
 from eventstack.local.emulation import tuned_moto_dynamodb
 from eventstack.topology import TOPOLOGY
 from posts.projectors import hashtag_counts
@@ -232,7 +233,7 @@ def test_a_failed_shared_write_takes_back_what_other_items_took_past_it(dynamodb
     """Item #a is written with deliveries 1 and 3, then item #b's write (delivery 2) fails: the batch
     is cut at 2, so #a gives back delivery 3. Whatever comes next, the re-delivery from 2 in the same
     shard or the dead-lettered range [2, 3] redriven in a namespace of its own, each is applied once."""
-    from escore.projection import Delivery, Projector, position_of
+    from escore.engine import Delivery, Projector, position_of
 
     case = CASES[2]  # hashtag_counts
     table = create(dynamodb, case, f"undo-{then[:4]}")

@@ -14,9 +14,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from escore.engine import Projector
 from escore.envelope import Envelope, format_timestamp, new_id
+from escore.memory_projection import InMemoryProjection
 from escore.memory_store import InMemoryEventStore
-from escore.projection import InMemoryProjection, Projector, from_item
+from escore.readmodel import from_item
 from escore.upcasting import upcasters
 from eventstack.local.emulation import tuned_moto_dynamodb
 from eventstack.topology import TOPOLOGY

@@ -275,7 +275,7 @@ class TestWithTheRealReadModels:
     """Commands through both APIs, events projected by the real projectors, reads through readmodels."""
 
     def test_post_count_and_timeline(self, aws: Any, request: pytest.FixtureRequest) -> None:
-        from escore.projection import Delivery, Projector, position_of
+        from escore.engine import Delivery, Projector, position_of
         from posts import api as posts_api
         from profiles.projectors import user_profiles, user_timeline
         from tests.support.aws import create_projection_table

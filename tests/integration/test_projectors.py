@@ -12,8 +12,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from escore.engine import Projector
 from escore.envelope import encode_record
-from escore.projection import Projector
 from escore.upcasting import UpcasterRegistry
 from eventstack.local.emulation import tuned_moto_dynamodb
 from profiles.projectors import user_profiles, user_timeline

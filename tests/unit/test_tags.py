@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from escore.envelope import Envelope, new_id
-from escore.projection import InMemoryProjection, ProjectionSpec
+from escore.memory_projection import InMemoryProjection
+from escore.projection import ProjectionSpec
 from escore.upcasting import SchemaTooNew, upcasters
 from eventstack.topology import TOPOLOGY
 from posts.domain import PostCreated, PostEdited
