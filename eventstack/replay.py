@@ -33,152 +33,64 @@ be fixed) is counted and named (`summary.bad_records`) and passed over; it does 
 
 Resume: a worker run again re-folds and re-writes; the writes' conditions make what was written a
 no-op. Each worker's "done" marker (`$replay#<i>/<n>`) keeps finished workers from running again.
+
+This module orchestrates; the parts are apart: the SSM records (eventstack.replay_record), the
+tables and replay's items in them (eventstack.replay_tables), the Kinesis cuts and tail
+(eventstack.replay_streams), the worker's fold and the finisher's hand-off (eventstack.replay_work),
+and what is reported (eventstack.replay_summary).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
-
-import orjson
+from typing import Any, Literal
 
 from escore import control
 from escore.control import GATE_CACHE_SECONDS
-from escore.envelope import Envelope
-from escore.projection import ApplyResult, ProjectionSpec
-from escore.rebuild import FoldStats, WriteStats
-from escore.tables import TABLE_CACHE_SECONDS, table_parameter_name
+from escore.projection import REPLAYED, ProjectionSpec
+from escore.tables import TABLE_CACHE_SECONDS
 from escore.upcasting import UpcasterRegistry, upcasters
 from eventstack import replay_tables as tables
-from eventstack.archive import ArchiveReader, ReadStats, floor_hour, load_upcasters
-from eventstack.local.functions import ensure_lambdas_importable
-from eventstack.replay_streams import shards_parents_first
+from eventstack.archive import ArchiveReader
+from eventstack.archive_layout import floor_hour
+from eventstack.loader import import_lambda_module
+from eventstack.replay_record import ReplayRecords
+from eventstack.replay_streams import read_cuts
+from eventstack.replay_summary import NoProgress, Progress, ReplaySummary
 from eventstack.resources import Resources
-from eventstack.topology import TOPOLOGY, Projection, Topology
+from eventstack.schemas import load_upcasters
+from eventstack.topology import TOPOLOGY, Topology
+
+# REPLAYED lives in escore.projection; re-exported for bench/replay.py, which imports it from here.
+__all__ = ["REPLAYED", "Clients", "ReplayError", "ReplayOptions", "Replayer", "load_spec"]
 
 Into = Literal["new", "in-place"]
-REPLAYED = "replayed"  # metadata flag: side-effect consumers skip events that carry it
-GENERATION_RE = re.compile(r"-g\d{14}$")
 HANDOFF_SECONDS = 2 * TABLE_CACHE_SECONDS + 10
 # In place, between writing the rebuild control and emptying the table: every gate has read the
 # control (its cache), and every batch a gate admitted before has ended (the projector's timeout).
 PROJECTOR_TIMEOUT_SECONDS = 60  # infra/functions.py FunctionSpec.timeout_seconds
 FENCE_SECONDS = GATE_CACHE_SECONDS + PROJECTOR_TIMEOUT_SECONDS + 5
 LEASE_SECONDS = 900.0  # a rebuild control's lease, renewed while the replay works
-_shards_parents_first = shards_parents_first
 
 
 class ReplayError(RuntimeError):
     """The replay cannot start or go on (a replay already in progress, a bad option, a failed apply)."""
 
 
-def is_replayed(event: Envelope) -> bool:
-    """True for an event fed by replay: notification-like folds skip their side effects for it."""
-    return event.metadata.get(REPLAYED) is True
-
-
-def mark_replayed(event: Envelope) -> Envelope:
-    """The event flagged as replayed (the archive reader sets the flag while decoding, for speed)."""
-    return event.with_changes(metadata={**event.metadata, REPLAYED: True})
-
-
 def load_spec(name: str, topology: Topology = TOPOLOGY) -> ProjectionSpec:
     """The projection's pure fold: `PROJECTION` of the module its Lambda handler lives in."""
     _, projection = topology.projection(name)
-    ensure_lambdas_importable()
-    module = importlib.import_module(projection.handler.rsplit(".", 1)[0])
+    module = import_lambda_module(projection.handler.rsplit(".", 1)[0])
     spec = getattr(module, "PROJECTION", None)
     if not isinstance(spec, ProjectionSpec) or spec.name != name:
         raise ReplayError(f"{projection.handler}'s module has no PROJECTION named {name!r}")
     load_upcasters(projection.sources)
     return spec
-
-
-class Progress(Protocol):
-    def phase(self, name: str, total: int | None) -> None: ...
-
-    def advance(self, amount: int) -> None: ...
-
-    def note(self, message: str) -> None: ...
-
-
-class NoProgress:
-    def phase(self, name: str, total: int | None) -> None:
-        pass
-
-    def advance(self, amount: int) -> None:
-        pass
-
-    def note(self, message: str) -> None:
-        pass
-
-
-@dataclass
-class ReplaySummary:
-    projection: str
-    table: str = ""
-    events_read: int = 0  # archive lines + stream records read
-    duplicates: int = 0  # dropped by event_id in the archive, or by version (archive and stream overlap)
-    applied: int = 0  # events folded into the table (and applied by the tail)
-    skipped: int = 0  # events of types the projection does not read
-    failed: int = 0
-    failures: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # archive gaps, conflicts, bad lines
-    writes: WriteStats = field(default_factory=WriteStats)  # the rebuild's item writes
-    switched: bool = False
-    withheld: str = ""  # why a finished replay did not switch readers (a window that is not the archive)
-    bad_records: int = 0  # stream records nobody can decode (dead-lettered live): passed over
-    bad_record_samples: list[str] = field(default_factory=list)  # "<stream>/<shard> <sequence>: <why>"
-    waiting_for_shards: int = 0
-    seconds: float = 0.0
-    archive: ReadStats = field(default_factory=ReadStats)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.failed or self.problems or self.withheld)
-
-    def bad_record(self, message: str) -> None:
-        """A stream record that is not an envelope: the live mappings dead-lettered it, and nothing
-        can fix a Kinesis record, so it is counted and named, and the replay goes on."""
-        self.bad_records += 1
-        if len(self.bad_record_samples) < 10:
-            self.bad_record_samples.append(message)
-
-    def line(self) -> str:
-        return (
-            f"events read: {self.events_read}, duplicates dropped: {self.duplicates}, "
-            f"events applied: {self.applied}, items written: {self.written}, seconds: {self.seconds:.1f}"
-        )
-
-    def add(self, result: ApplyResult) -> None:
-        self.applied += result.applied
-        self.skipped += result.skipped
-        self.duplicates += result.duplicates
-
-    def add_fold(self, stats: FoldStats) -> None:
-        self.applied += stats.folded
-        self.skipped += stats.skipped
-        self.duplicates += stats.duplicates
-        self.failed += stats.failed
-        self.failures += stats.failures[: max(0, 10 - len(self.failures))]
-        self.problems += stats.problems()
-
-    @property
-    def written(self) -> int:
-        """Item writes of the rebuild that changed the table."""
-        return self.writes.written
-
-    @property
-    def already(self) -> int:
-        """Item writes of the rebuild found done already (by the run that a resumed one continues)."""
-        return self.writes.already
 
 
 @dataclass
@@ -218,10 +130,6 @@ class Clients:
         return cls(*(client(name) for name in ("dynamodb", "s3", "kinesis", "ssm")))
 
 
-def replay_parameter_name(stage: str, projection: str) -> str:
-    return f"/eventstack/{stage}/projections/{projection}/replay"
-
-
 class Replayer:
     def __init__(
         self,
@@ -250,12 +158,9 @@ class Replayer:
 
     # names --------------------------------------------------------------------------------------
     @property
-    def pointer(self) -> str:
-        return table_parameter_name(self.resources.stage, self.projection.name)
-
-    @property
-    def record_name(self) -> str:
-        return replay_parameter_name(self.resources.stage, self.projection.name)
+    def records(self) -> ReplayRecords:
+        """The replay record and the pointer (SSM)."""
+        return ReplayRecords(self.clients.ssm, self.resources.stage, self.projection.name)
 
     @property
     def streams(self) -> list[str]:
@@ -265,7 +170,7 @@ class Replayer:
         return self.resources.table(self.projection.name)
 
     def active_table(self) -> str:
-        return self._get_parameter(self.pointer) or self.initial_table()
+        return self.records.pointed() or self.initial_table()
 
     # the run ------------------------------------------------------------------------------------
     def run(self) -> ReplaySummary:
@@ -307,9 +212,8 @@ class Replayer:
     def _begin(self) -> dict[str, Any]:
         """Create (or, resuming or joining a sharded run, load) the replay record and its target."""
         o = self.options
-        existing = self._get_parameter(self.record_name)
-        if existing is not None:
-            record: dict[str, Any] = orjson.loads(existing)
+        record = self.records.load()
+        if record is not None:
             joinable = o.shard[1] > 1 and record.get("shards") == o.shard[1]
             if not (o.resume or joinable):
                 raise ReplayError(
@@ -332,7 +236,7 @@ class Replayer:
             raise ReplayError(f"no replay of {self.projection.name} to resume")
         now = self.clock()
         active = self.active_table()
-        table = f"{GENERATION_RE.sub('', active)}-g{now:%Y%m%d%H%M%S}" if o.into == "new" else active
+        table = tables.new_generation(active, now) if o.into == "new" else active
         reader = self._reader()
         max_keys: dict[str, str] = {}
         left_out = 0  # archive objects outside the window
@@ -358,7 +262,7 @@ class Replayer:
             "phase": "preparing", "creator": list(o.shard), "catch_up": o.catch_up,
             "partial": left_out, "switch_partial": o.switch_partial,
         }
-        if not self._create_parameter(self.record_name, orjson.dumps(record).decode()):
+        if not self.records.create(record):
             return self._begin()  # another shard worker got there first: join its record
         self._prepare(record)
         return record
@@ -368,13 +272,7 @@ class Replayer:
         dynamodb, table = self.clients.dynamodb, record["table"]
         if record["into"] == "new":
             if not tables.table_exists(dynamodb, table):
-                spec = self.projection.table
-                from escore.writes import EXPIRES_ATTRIBUTE
-
-                tags = {"eventstack:projection": self.projection.name, "eventstack:stage": self.resources.stage,
-                        "eventstack:built-by": "replay"}
-                for note in tables.create_table(dynamodb, table, spec.partition_key, spec.sort_key, tags,
-                                                spec.ttl_attribute or EXPIRES_ATTRIBUTE):
+                for note in tables.create_generation(dynamodb, table, self.projection, self.resources.stage):
                     self.progress.note(note)
                 self.progress.note(f"created {table}")
         else:
@@ -384,19 +282,18 @@ class Replayer:
             time.sleep(self.options.fence_seconds)  # every gate has seen the control item
             tables.empty_table(dynamodb, table)
         if tables.get_state(dynamodb, table, tables.CUTS) is None:
-            cuts = read_cuts_of(self.clients.kinesis, self.streams) if record.get("catch_up", True) else {}
+            cuts = read_cuts(self.clients.kinesis, self.streams) if record.get("catch_up", True) else {}
             tables.put_state(dynamodb, table, tables.CUTS, {"cuts": cuts}, only_new=True)
         record["phase"] = "building"
-        self._put_parameter(self.record_name, orjson.dumps(record).decode())
+        self.records.save(record)
         self.hooks("recorded")
 
     def _wait_until_ready(self) -> dict[str, Any]:
         deadline = time.monotonic() + self.options.join_timeout_seconds
         while True:
-            existing = self._get_parameter(self.record_name)
-            if existing is None:
+            record = self.records.load()
+            if record is None:
                 raise ReplayError(f"the replay of {self.projection.name} was abandoned")
-            record: dict[str, Any] = orjson.loads(existing)
             if record.get("phase") == "building":
                 return record
             if time.monotonic() > deadline:
@@ -442,10 +339,9 @@ class Replayer:
             thread.join(timeout=5)
 
     def _abandon(self) -> None:
-        existing = self._get_parameter(self.record_name)
-        if existing is None:
+        record = self.records.load()
+        if record is None:
             raise ReplayError(f"no replay of {self.projection.name} in progress")
-        record = orjson.loads(existing)
         dynamodb, table = self.clients.dynamodb, record["table"]
         if record["into"] == "new" and table != self.active_table():
             tables.delete_table(dynamodb, table)
@@ -454,7 +350,7 @@ class Replayer:
             control.delete_control(dynamodb, table)
             self.cleanup(record)
             self.progress.note(f"released {table}'s live projector; the table may be incomplete: replay it again")
-        self.clients.ssm.delete_parameter(Name=self.record_name)
+        self.records.delete()
         self.summary.table = table
 
     def cleanup(self, record: dict[str, Any]) -> None:
@@ -482,51 +378,19 @@ class Replayer:
             raise ReplayError(
                 f"{name} belongs to the deployment (CloudFormation or the local runtime): it is left in place"
             )
-        if GENERATION_RE.sub("", name) != GENERATION_RE.sub("", self.initial_table()):
+        if tables.base_name(name) != tables.base_name(self.initial_table()):
             raise ReplayError(f"{name} is not a table of {self.projection.name}")
         tables.delete_table(self.clients.dynamodb, name)
         self.progress.note(f"dropped {name}")
 
     def tables(self) -> list[tuple[str, bool]]:
         """This projection's tables (the deployed one and the ones replay built), active first."""
-        base = GENERATION_RE.sub("", self.initial_table())
-        names: list[str] = []
-        for page in self.clients.dynamodb.get_paginator("list_tables").paginate():
-            names += [n for n in page["TableNames"] if n == base or (n.startswith(base) and GENERATION_RE.search(n))]
+        names = tables.generations(self.clients.dynamodb, tables.base_name(self.initial_table()))
         active = self.active_table()
         return sorted(((n, n == active) for n in names), key=lambda t: (not t[1], t[0]))
-
-    # SSM ----------------------------------------------------------------------------------------
-    def _get_parameter(self, name: str) -> str | None:
-        ssm = self.clients.ssm
-        try:
-            return str(ssm.get_parameter(Name=name)["Parameter"]["Value"])
-        except ssm.exceptions.ParameterNotFound:
-            return None
-
-    def _put_parameter(self, name: str, value: str) -> None:
-        self.clients.ssm.put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
-
-    def _create_parameter(self, name: str, value: str) -> bool:
-        ssm = self.clients.ssm
-        try:
-            ssm.put_parameter(Name=name, Value=value, Type="String", Overwrite=False)
-        except ssm.exceptions.ParameterAlreadyExists:
-            return False
-        return True
 
 
 def _window(options: ReplayOptions) -> str:
     parts = [f"--since {options.since.isoformat()}" if options.since else "",
              f"--until {options.until.isoformat()}" if options.until else ""]
     return " ".join(p for p in parts if p)
-
-
-def read_cuts_of(kinesis: Any, streams: list[str]) -> dict[str, dict[str, str]]:
-    from eventstack.replay_streams import read_cuts
-
-    return read_cuts(kinesis, streams)
-
-
-def projection_of(name: str, topology: Topology = TOPOLOGY) -> Projection:
-    return topology.projection(name)[1]

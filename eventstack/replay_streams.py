@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from escore.engine import ApplyResult, Delivery, position_of
 from escore.envelope import Envelope, EnvelopeError, decode
-from escore.projection import ApplyResult, Delivery, position_of
 from escore.projector_lambda import namespace
 
 PAGE_LIMIT = 1000

@@ -1,7 +1,12 @@
-"""Replay's DynamoDB housekeeping: the target table, emptying it, and replay's own `$replay#` items.
+"""Replay's DynamoDB housekeeping: the tables it builds, and its own `$replay#` items in them.
+
+The table lifecycle: a projection's tables are its deployed one (`<table>`) and the generations
+`replay --into new` builds (`<table>-g<UTC timestamp>`, `new_generation`); replay creates them as
+the deployed ones are (on demand, point-in-time recovery, tombstones' TTL), empties one for an
+in-place rebuild (its control item kept), lists them and deletes retired ones.
 
 Replay's items live in the target table beside the read model (keys starting with `$` are never
-read-model items, and `escore.projection` refuses to write them):
+read-model items, and the projection engine refuses to write them):
 
 - `$replay#cuts` / `$cuts`: per source stream and shard, the sequence number replay folds up to
   (`eventstack.replay_streams.read_cuts`), fixed once for every worker of the replay;
@@ -12,18 +17,24 @@ read-model items, and `escore.projection` refuses to write them):
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import orjson
 
+from escore import naming
 from escore.control import CONTROL_PK, CONTROL_SK
+from escore.writes import EXPIRES_ATTRIBUTE
+from eventstack.topology import Projection
 
 REPLAY_PK = "$replay#"
 CUTS = (f"{REPLAY_PK}cuts", "$cuts")
 CLAIM = (f"{REPLAY_PK}finish", "$claim")
 DONE_SK = "$done"
+GENERATION_RE = re.compile(r"-g\d{14}$")
 
 
 class TableError(RuntimeError):
@@ -62,6 +73,14 @@ def put_state(dynamodb: Any, table: str, key: tuple[str, str], state: dict[str, 
 def delete_items(dynamodb: Any, table: str, keys: Iterable[tuple[str, str]]) -> None:
     for key in keys:
         dynamodb.delete_item(TableName=table, Key=_key(key))
+
+
+def create_generation(dynamodb: Any, name: str, projection: Projection, stage: str) -> list[str]:
+    """Create the table `name` for `projection`, keyed and tagged as its deployed table; notes as `create_table`."""
+    spec = projection.table
+    tags = {"eventstack:projection": projection.name, "eventstack:stage": stage, "eventstack:built-by": "replay"}
+    return create_table(dynamodb, name, spec.partition_key, spec.sort_key, tags,
+                        spec.ttl_attribute or EXPIRES_ATTRIBUTE)
 
 
 def create_table(dynamodb: Any, name: str, partition_key: tuple[str, str], sort_key: tuple[str, str] | None,
@@ -133,3 +152,21 @@ def table_exists(dynamodb: Any, name: str) -> bool:
 def delete_table(dynamodb: Any, name: str) -> None:
     with contextlib.suppress(dynamodb.exceptions.ResourceNotFoundException):
         dynamodb.delete_table(TableName=name)
+
+
+def base_name(table: str) -> str:
+    """A projection table's name without its generation suffix."""
+    return GENERATION_RE.sub("", table)
+
+
+def new_generation(active: str, now: datetime) -> str:
+    """The name of a new generation of the table `active` (itself a generation or the deployed one)."""
+    return naming.table_generation(base_name(active), f"{now:%Y%m%d%H%M%S}")
+
+
+def generations(dynamodb: Any, base: str) -> list[str]:
+    """The tables named `base` or `base` + a generation suffix."""
+    names: list[str] = []
+    for page in dynamodb.get_paginator("list_tables").paginate():
+        names += [n for n in page["TableNames"] if n == base or (n.startswith(base) and GENERATION_RE.search(n))]
+    return names

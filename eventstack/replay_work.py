@@ -16,12 +16,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from escore import control
+from escore.engine import ApplyResult, Projector, position_of
 from escore.envelope import Envelope, EnvelopeError, decode
-from escore.projection import ApplyResult, Projector, position_of
+from escore.projection import REPLAYED, mark_replayed
 from escore.projector_lambda import namespace
 from escore.rebuild import TableFold, live_marks, write_fold
 from eventstack import replay_tables as tables
-from eventstack.archive import in_shard
+from eventstack.archive_scan import in_shard
 from eventstack.replay_streams import Tail, cut_positions, read_to_cut, shards_parents_first
 
 if TYPE_CHECKING:
@@ -40,8 +41,6 @@ class Worker:
 
     def run(self) -> bool:
         """Fold and write this worker's streams; True (and the done marker) if nothing went wrong."""
-        from eventstack.replay import REPLAYED
-
         r, o, summary = self.r, self.r.options, self.r.summary
         dynamodb, table = r.clients.dynamodb, self.record["table"]
         since = datetime.fromisoformat(self.record["since"]) if self.record["since"] else None
@@ -114,8 +113,6 @@ class Worker:
     def _stream_events(self, origins: dict[str, tuple[str, str]]) -> dict[str, dict[int, Envelope]]:
         """This worker's events of the stream records up to the cuts: stream id -> version -> event;
         and into `origins`, event id -> (namespace, position) of each."""
-        from eventstack.replay import mark_replayed
-
         r, summary = self.r, self.r.summary
         out: dict[str, dict[int, Envelope]] = {}
         for stream in r.streams:
@@ -177,8 +174,6 @@ class Finisher:
                 control.update_tail(dynamodb, table, tail.positions())
 
         def prepare(event: Envelope) -> Envelope:
-            from eventstack.replay import mark_replayed
-
             return r.upcaster.upcast(mark_replayed(event))
 
         tail = Tail(r.clients.kinesis, r.streams, start, projector.apply, prepare=prepare, on_result=on_result,
@@ -207,7 +202,7 @@ class Finisher:
                                 time.time() + o.handoff_seconds + HANDOFF_GRACE_SECONDS)
             in_handoff[0] = True
         if into == "new":
-            r._put_parameter(r.pointer, table)
+            r.records.point(table)
             summary.switched = True
             r.hooks("switched")
         if catch_up and o.handoff_seconds > 0:
@@ -241,5 +236,5 @@ class Finisher:
                 r.progress.note(f"dropped {previous}")
         r.summary.switched = r.summary.switched or switched
         r.cleanup(self.record)
-        r.clients.ssm.delete_parameter(Name=r.record_name)
+        r.records.delete()
         r.hooks("finished")

@@ -27,7 +27,8 @@ import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from escore.envelope import Envelope, parse_timestamp
-from eventstack.archive import ArchiveError, ArchiveObject, ArchiveReader
+from eventstack.archive import ArchiveReader
+from eventstack.archive_layout import ArchiveError, ArchiveObject
 
 
 @dataclass

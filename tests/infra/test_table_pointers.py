@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from escore import naming as rules
-from eventstack.replay import GENERATION_RE
+from eventstack.replay_tables import GENERATION_RE
 from eventstack.topology import TOPOLOGY, Projection, Service
 from infra import naming
 from infra.tables import PROJECTION_READ_ACTIONS, PROJECTION_WRITE_ACTIONS

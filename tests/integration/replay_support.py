@@ -11,10 +11,11 @@ from typing import Any
 
 import posts.schemas  # noqa: F401  registers the posts upcasting steps (fold upcasts)
 from escore.envelope import Envelope, encode_record, format_timestamp
-from escore.projection import InMemoryProjection, ProjectionSpec, from_item
+from escore.memory_projection import InMemoryProjection
+from escore.projection import ProjectionSpec
+from escore.readmodel import from_item, is_tombstone
 from escore.upcasting import upcasters
-from escore.writes import is_tombstone
-from eventstack.archive import hour_prefix
+from eventstack.archive_layout import hour_prefix
 from posts.schemas import hashtags
 
 Handler = Callable[[dict[str, Any], Any], Any]

@@ -16,8 +16,11 @@ from replay_support import BUCKET, T0, History, event, gz_lines, put_object
 
 from escore.envelope import encode_record
 from escore.upcasting import UpcasterRegistry
-from eventstack import archive
-from eventstack.archive import ArchiveReader, S3Source, in_shard, parse_shard
+from eventstack import archive_gzip, archive_layout
+from eventstack.archive import ArchiveReader
+from eventstack.archive_layout import S3Source
+from eventstack.archive_partition import ReadStats
+from eventstack.archive_scan import in_shard, parse_shard
 
 pytestmark = pytest.mark.integration
 
@@ -50,12 +53,12 @@ def test_listing_is_pruned_by_hour_partitions(s3: Any) -> None:
     objects = reader.list("posts", T0 + timedelta(hours=2, minutes=30), T0 + timedelta(hours=4))
     assert [o.hour for o in objects] == [T0 + timedelta(hours=2), T0 + timedelta(hours=3)]
     # one LIST per hour of the range, never the bucket or the service as a whole
-    assert source.listed == [archive.hour_prefix("posts", T0 + timedelta(hours=h)) for h in (2, 3, 4)]
+    assert source.listed == [archive_layout.hour_prefix("posts", T0 + timedelta(hours=h)) for h in (2, 3, 4)]
 
     # a long range lists day prefixes; everything before `since` is dropped from the keys
     source.listed.clear()
     assert len(reader.list("posts", T0 + timedelta(hours=1), T0 + timedelta(days=5))) == 5
-    assert source.listed[0] == archive.day_prefix("posts", T0) and len(source.listed) == 6
+    assert source.listed[0] == archive_layout.day_prefix("posts", T0) and len(source.listed) == 6
     # no since: the service prefix only (the other service is not read)
     assert [o.service for o in reader.list("posts")] == ["posts"] * 6
 
@@ -72,7 +75,7 @@ def test_duplicates_across_objects_are_dropped_and_streams_ordered(s3: Any) -> N
         put_object(s3, "posts", T0 + timedelta(hours=n % 4), f"{n:03d}", chunk + again)
         put_object(s3, "profiles", T0 + timedelta(hours=n % 4), f"{n:03d}", [])
     reader = ArchiveReader(BUCKET, s3, workers=4)
-    stats = archive.ReadStats()
+    stats = ReadStats()
     out = [e for p in reader.read(reader.list("posts"), stats=stats) for _, evs in p.streams for e in evs]
 
     assert stats.ok, stats.problems()
@@ -90,7 +93,7 @@ def test_a_version_gap_is_reported_and_nothing_after_it_is_yielded(s3: Any) -> N
                                        event("post-b", 2, "PostEdited", {})])
     put_object(s3, "posts", T0, "b", [event("post-a", 4, "PostEdited", {})])
     reader = ArchiveReader(BUCKET, s3)
-    stats = archive.ReadStats()
+    stats = ReadStats()
     out = [(sid, [e.version for e in evs]) for p in reader.read(reader.list("posts"), stats=stats)
            for sid, evs in p.streams]
     assert out == [("post-a", [1, 2])]
@@ -99,7 +102,7 @@ def test_a_version_gap_is_reported_and_nothing_after_it_is_yielded(s3: Any) -> N
     assert any("gap" in line for line in stats.problems())
 
     # reading from `since`, a stream may start later than version 1; a hole inside is still a gap
-    stats = archive.ReadStats()
+    stats = ReadStats()
     list(reader.read(reader.list("posts", T0), require_start=False, stats=stats))
     assert [(g.stream_id, g.expected) for g in stats.gaps] == [("post-a", 3)]
 
@@ -107,10 +110,10 @@ def test_a_version_gap_is_reported_and_nothing_after_it_is_yielded(s3: Any) -> N
 def test_same_version_with_two_ids_and_bad_lines_are_errors(s3: Any) -> None:
     first = event("post-a", 1, "PostCreated", {})
     body = encode_record(first) + b"not json\n" + encode_record(event("post-a", 1, "PostCreated", {}))
-    s3.put_object(Bucket=BUCKET, Key=archive.hour_prefix("posts", T0) + "x.gz", Body=gzip.compress(body))
-    s3.put_object(Bucket=BUCKET, Key=archive.hour_prefix("posts", T0) + "y.gz", Body=gz_lines([first])[:20])
+    s3.put_object(Bucket=BUCKET, Key=archive_layout.hour_prefix("posts", T0) + "x.gz", Body=gzip.compress(body))
+    s3.put_object(Bucket=BUCKET, Key=archive_layout.hour_prefix("posts", T0) + "y.gz", Body=gz_lines([first])[:20])
     reader = ArchiveReader(BUCKET, s3)
-    stats = archive.ReadStats()
+    stats = ReadStats()
     list(reader.read(reader.list("posts"), stats=stats))
     assert stats.bad_lines == 1 and len(stats.conflicts) == 1 and len(stats.bad_objects) == 1
     assert not stats.ok
@@ -145,7 +148,7 @@ def test_spilled_partitions_and_shards_give_the_same_events(s3: Any, tmp_path: A
     assert len(expected) == 400
 
     tiny = ArchiveReader(BUCKET, s3, memory_budget=20_000, spill_dir=tmp_path)
-    stats = archive.ReadStats()
+    stats = ReadStats()
     spilled = [e.event_id for p in tiny.read(objects, stats=stats) for _, evs in p.streams for e in evs]
     assert stats.partitions > 1 and sorted(spilled) == expected
     assert list(tmp_path.iterdir()) == []  # spill files removed
@@ -157,7 +160,7 @@ def test_spilled_partitions_and_shards_give_the_same_events(s3: Any, tmp_path: A
         seen += [e.event_id for e in part]
     assert sorted(seen) == expected
     assert parse_shard("2/4") == (2, 4)
-    with pytest.raises(archive.ArchiveError):
+    with pytest.raises(archive_layout.ArchiveError):
         parse_shard("4/4")
 
 
@@ -171,7 +174,7 @@ def test_an_object_is_streamed_with_bounded_memory() -> None:
     tracemalloc.start()
     try:
         seen = 0
-        for got in archive.iter_lines(io.BytesIO(blob)):
+        for got in archive_gzip.iter_lines(io.BytesIO(blob)):
             seen += 1
             assert len(got) == len(line) - 1
         _, peak = tracemalloc.get_traced_memory()

@@ -19,8 +19,9 @@ from support.aws import create_projection_table
 
 from escore import control
 from escore.control import Gate
+from escore.engine import Delivery, Projector, position_of
 from escore.envelope import Envelope, encode_record
-from escore.projection import Delivery, ProjectionSpec, Projector, position_of
+from escore.projection import ProjectionSpec, is_replayed, mark_replayed
 from escore.projector_lambda import kinesis_handler
 from escore.tables import TableResolver, table_parameter_env, table_parameter_name
 from eventstack.local.emulation import tuned_moto_dynamodb
@@ -29,9 +30,7 @@ from eventstack.replay import (
     Replayer,
     ReplayError,
     ReplayOptions,
-    is_replayed,
     load_spec,
-    mark_replayed,
 )
 from eventstack.resources import Resources
 from eventstack.topology import TOPOLOGY

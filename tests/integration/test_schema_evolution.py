@@ -25,18 +25,15 @@ import pytest
 from moto import mock_aws
 
 from escore.dynamodb_store import DynamoDBEventStore
+from escore.engine import Projector
 from escore.envelope import Envelope, encode_record, format_timestamp, new_id
-from escore.projection import (
-    InMemoryProjection,
-    ProjectionSpec,
-    Projector,
-    StreamState,
-    Write,
-    from_item,
-)
+from escore.memory_projection import InMemoryProjection
+from escore.projection import ProjectionSpec, StreamState
+from escore.readmodel import from_item, is_tombstone
 from escore.rebuild import TableFold, write_fold
-from escore.writes import is_tombstone
-from eventstack.archive import ArchiveReader, ReadStats
+from escore.writes import Write
+from eventstack.archive import ArchiveReader
+from eventstack.archive_partition import ReadStats
 from eventstack.local.emulation import tuned_moto_dynamodb
 from posts import api as posts_api
 from posts.projectors import hashtag_counts
