@@ -34,10 +34,17 @@ def local(
     log_level: Annotated[
         str, typer.Option("--log-level", help="warning (quiet), info, or debug (one line per batch).")
     ] = "warning",
+    api_workers: Annotated[
+        int | None,
+        typer.Option("--api-workers", show_default=False,
+                     help="Worker processes running the API functions, each one invocation at a time like a "
+                          "Lambda execution environment (1 to 64; default: two per CPU, 2 to 8)."),
+    ] = None,
 ) -> None:
     """Run the whole stack locally: AWS emulation, API, stream processing, archive. No Docker, no AWS account."""
     from eventstack.local.faults import FaultSettings
     from eventstack.local.runtime import LocalConfig, LocalRuntime, PortInUse
+    from eventstack.local.workers import MAX_API_WORKERS, default_api_workers
 
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -45,6 +52,10 @@ def local(
     if port == aws_port != 0:
         raise typer.BadParameter(f"the API and the AWS emulation cannot share port {port}", param_hint="--port")
     _check_host(host)
+    if api_workers is None:
+        api_workers = default_api_workers()
+    elif not 1 <= api_workers <= MAX_API_WORKERS:
+        raise typer.BadParameter(f"{api_workers} is not between 1 and {MAX_API_WORKERS}", param_hint="--api-workers")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("eventstack").setLevel(level)
@@ -57,6 +68,7 @@ def local(
         faults=FaultSettings(fault_duplicates, fault_crash, fault_seed),
         shard_count=shards,
         log_level=level,
+        api_workers=api_workers,
     )
     runtime = LocalRuntime(config)
     try:

@@ -1,9 +1,11 @@
-"""The Lambda functions, in process: each built from its handler module with its own environment.
+"""The Lambda functions: each built from its handler module with its own environment.
 
 Several functions share one process here, so `os.environ` cannot differ between them: each is
 built with `module.build(env_of_that_function)` (docs/architecture.md). Like Lambda, a function
 runs one invocation per instance at a time; concurrent invocations get more instances, each built
-on first use (a cold start), then reused.
+on first use (a cold start), then reused. In process, an instance is an object; a function given
+a `remote` invoker (the API functions, eventstack.local.workers) runs its instances in worker
+processes instead, and this only counts its invocations and cold starts.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any
 from eventstack.local.plan import FunctionPlan
 
 Handler = Callable[[dict[str, Any], Any], Any]
+# (function name, event) -> (result, whether the invocation was a cold start)
+RemoteInvoker = Callable[[str, dict[str, Any]], tuple[Any, bool]]
 LAMBDAS_DIR = Path(__file__).resolve().parents[2] / "lambdas"
 
 
@@ -39,6 +43,16 @@ def load_builder(handler: str) -> Callable[..., Handler]:
     build = getattr(module, "build", None)
     if not callable(build):
         raise RuntimeError(f"{module_name} has no build(env, **collaborators) (docs/architecture.md)")
+    return build  # type: ignore[no-any-return]
+
+
+def load_build(path: str) -> Callable[..., Handler]:
+    """`package.module:attribute` -> that build function (a test's handler for a worker process)."""
+    module_name, _, attribute = path.partition(":")
+    ensure_lambdas_importable()
+    build = getattr(importlib.import_module(module_name), attribute or "build", None)
+    if not callable(build):
+        raise RuntimeError(f"{path} is not a build function")
     return build  # type: ignore[no-any-return]
 
 
@@ -82,13 +96,14 @@ class Function:
     """One function: a pool of built handler instances."""
 
     def __init__(self, plan: FunctionPlan, builder: Callable[..., Handler] | None = None,
-                 collaborators: Mapping[str, Any] | None = None):
+                 collaborators: Mapping[str, Any] | None = None, remote: RemoteInvoker | None = None):
         self.plan = plan
         self.name = plan.name
         self._builder = builder
         self._collaborators = dict(collaborators or {})
         self._idle: list[Handler] = []
         self._lock = threading.Lock()
+        self.remote = remote
         self.invocations = 0
         self.cold_starts = 0
 
@@ -102,6 +117,14 @@ class Function:
         return self._builder(self.plan.env, **self._collaborators)
 
     def invoke(self, event: dict[str, Any]) -> Any:
+        if self.remote is not None:
+            with self._lock:
+                self.invocations += 1
+            result, cold = self.remote(self.name, event)
+            if cold:
+                with self._lock:
+                    self.cold_starts += 1
+            return result
         instance = self._acquire()
         context = LambdaContext(
             function_name=self.name,
@@ -120,9 +143,12 @@ class Function:
 
 
 class FunctionRegistry:
-    def __init__(self, plans: tuple[FunctionPlan, ...], overrides: Mapping[str, Callable[..., Handler]] | None = None):
-        overrides = overrides or {}
-        self.functions = {p.name: Function(p, overrides.get(p.name)) for p in plans}
+    def __init__(self, plans: tuple[FunctionPlan, ...], overrides: Mapping[str, Callable[..., Handler]] | None = None,
+                 remote: Mapping[str, RemoteInvoker] | None = None):
+        """`overrides`: a build function by function name, in process; `remote`: an invoker by function
+        name, for the functions that run elsewhere (in worker processes)."""
+        overrides, remote = overrides or {}, remote or {}
+        self.functions = {p.name: Function(p, overrides.get(p.name), remote=remote.get(p.name)) for p in plans}
 
     def __getitem__(self, name: str) -> Function:
         return self.functions[name]

@@ -1,14 +1,18 @@
 """The local runtime's orchestrator: the emulation, the functions, the pollers, Firehose, the HTTP API.
 
-Threads: moto's server (a thread per request); the API server (a thread per request); one poller
-thread per event source mapping and one per Firehose delivery stream. Handlers run in the thread
-that invokes them. Nothing spins: idle pollers wait on `Activity`, which API requests and finished
-batches signal, and otherwise read each idle shard at most every MAX_IDLE_POLL_SECONDS.
+Processes: this one; the emulation (moto) in a child of its own; with `api_workers`, that many API
+worker processes (eventstack.local.workers), where the API functions run, so concurrent requests run
+in parallel as on Lambda (without, the API handlers run in the request's thread here).
+Threads: the API server (a thread per request); one poller thread per event source mapping and one
+per Firehose delivery stream, whose functions (publishers, projectors) run in the poller's thread.
+Nothing spins: idle pollers wait on `Activity`, which API requests and finished batches signal, and
+otherwise read each idle shard at most every MAX_IDLE_POLL_SECONDS.
 
-The emulation (moto) runs in a child process and holds every resource's state in memory. A thread
-waits on it: if it exits while the runtime is not stopping, the state is gone for good, so the
-runtime says so once, answers 503 to whatever still arrives, stops the pollers and the API and
-exits with EXIT_EMULATION_DIED (docs/decisions.md: exit rather than restart).
+The emulation holds every resource's state in memory. A thread waits on it: if it exits while the
+runtime is not stopping, the state is gone for good, so the runtime says so once, answers 503 to
+whatever still arrives, stops the pollers and the API and exits with EXIT_EMULATION_DIED
+(docs/decisions.md: exit rather than restart). An API worker that dies is only replaced
+(eventstack.local.workers): it held no state.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from escore.correlation import correlation_id_of
 from eventstack.local.emulation import (
     MotoEmulation,
     PortInUse,
@@ -38,6 +42,7 @@ from eventstack.local.firehose import FirehoseDelivery
 from eventstack.local.functions import (
     FunctionRegistry,
     apply_process_environment,
+    load_build,
     process_environment,
     restore_process_environment,
 )
@@ -45,10 +50,11 @@ from eventstack.local.mappings import EventSourceMapping, PollingWorker
 from eventstack.local.plan import STAGE, LocalPlan, build_plan
 from eventstack.local.server import ApiRequestHandler, ApiServer
 from eventstack.local.sources import Activity, DynamoDBStreamSource, KinesisSource
+from eventstack.local.workers import ApiWorkerPool, describe_exit
 
 log = logging.getLogger("eventstack.local")
 
-__all__ = ["EXIT_EMULATION_DIED", "LocalConfig", "LocalRuntime", "PortInUse"]
+__all__ = ["EXIT_EMULATION_DIED", "LocalConfig", "LocalRuntime", "PortInUse", "describe_exit"]
 
 EXIT_EMULATION_DIED = 3  # `eventstack local`'s exit code when the emulation's process died under it
 IN_FLIGHT_GRACE_SECONDS = 2.0  # after the emulation died: how long requests already in a handler get to answer
@@ -64,17 +70,34 @@ class LocalConfig:
     shard_count: int = 1
     log_level: str = "WARNING"
     drain_on_stop: float = 10.0  # seconds Ctrl-C waits for in-flight work
+    # API worker processes (1..MAX_API_WORKERS; `eventstack local` defaults to default_api_workers()).
+    # 0: the API handlers in this process, as embedders that hook botocore here need (bench/cost.py).
+    api_workers: int = 0
 
 
 class LocalRuntime:
     def __init__(self, config: LocalConfig | None = None, plan: LocalPlan | None = None,
-                 handlers: Mapping[str, Callable[..., Any]] | None = None):
-        """`handlers` replaces a function's `build` by name (tests use tiny handlers)."""
+                 handlers: Mapping[str, Callable[..., Any] | str] | None = None):
+        """`handlers` replaces a function's `build` by name (tests use tiny handlers): a callable runs in
+        this process; a `package.module:attribute` string is imported where the function runs (an API
+        function's worker processes too)."""
         self.config = config or LocalConfig()
         self.plan = plan or build_plan()
         self.activity = Activity()
         self.faults = Faults(self.config.faults)
-        self.functions = FunctionRegistry(self.plan.functions, handlers)
+        handlers = dict(handlers or {})
+        in_process = {name: h for name, h in handlers.items() if callable(h)}
+        by_path = {name: h for name, h in handlers.items() if isinstance(h, str)}
+        api_functions = {name: self.plan.function(name) for name in dict.fromkeys(self.plan.routes.values())
+                         if name not in in_process}
+        self.pool: ApiWorkerPool | None = None
+        if self.config.api_workers and api_functions:
+            self.pool = ApiWorkerPool(self.config.api_workers, api_functions, builds=by_path)
+        remote = dict.fromkeys(api_functions, self.pool.invoke) if self.pool else {}
+        for name, path in by_path.items():
+            if name not in remote:
+                in_process[name] = load_build(path)
+        self.functions = FunctionRegistry(self.plan.functions, in_process, remote=remote)
         self.emulation = MotoEmulation(self.config.host if self.config.host in ("127.0.0.1", "localhost")
                                        else "127.0.0.1", self.config.aws_port, own_process=True)
         self.resources = Resources()
@@ -114,9 +137,11 @@ class LocalRuntime:
             self.emulation.stop()
             raise
         self.config.port = self._http.server_address[1]
-        self._previous_env = apply_process_environment(
-            process_environment(self.aws_endpoint_url, self.config.log_level))
+        env = process_environment(self.aws_endpoint_url, self.config.log_level)
+        self._previous_env = apply_process_environment(env)
         try:
+            if self.pool is not None:
+                self.pool.start(env)  # the workers import their modules while the resources are made
             self._create()
         except BaseException:
             self.stop(drain_timeout=0)
@@ -171,9 +196,7 @@ class LocalRuntime:
             if not self._emulation_exited():
                 return self.api(environ, start_response)
             self.emulation_died.wait(1.0)  # the watcher is reaping it this very moment
-        given = str(environ.get("HTTP_X_CORRELATION_ID", "")).strip()
-        correlation_id = given if 0 < len(given) <= 200 and given.isprintable() and given.isascii() \
-            else str(uuid.uuid4())
+        correlation_id = correlation_id_of(environ.get("HTTP_X_CORRELATION_ID"))
         body = json.dumps({
             "error": "emulation_stopped",
             "message": f"the AWS emulation {describe_exit(self.emulation_exit_code)}; "
@@ -272,11 +295,20 @@ class LocalRuntime:
                       time.monotonic() - started)
         for worker in self.workers:
             worker.stop()
+        if self.pool is not None:
+            self.pool.stop()
         self._stopping = True
         self.emulation.stop()
         log.debug("stop: stopped after %.1f s", time.monotonic() - started)
         restore_process_environment(self._previous_env)
         self._previous_env = {}
+
+    # -- what the API server needs (eventstack.local.server.ApiBackend) ------------------------
+    def invoke(self, function: str, event: dict[str, Any]) -> Any:
+        return self.functions[function].invoke(event)
+
+    def request_done(self) -> None:
+        self.activity.notify()
 
     # -- status and drain --------------------------------------------------------------------
     def _dlq_count(self, queue: str) -> int | None:
@@ -316,9 +348,12 @@ class LocalRuntime:
             "mappings": mappings,
             "firehose": [d.status() for d in self.deliveries],
             "functions": {
-                name: {"invocations": f.invocations, "instances": f.cold_starts}
+                name: {"invocations": f.invocations, "instances": f.cold_starts,
+                       "runs_in": "api workers" if f.remote else "runtime"}
                 for name, f in self.functions.functions.items()
             },
+            "api_workers": self.pool.status() if self.pool else {"count": 0, "replaced": 0, "workers": [],
+                                                                 "deaths": []},
             "faults": {
                 "duplicates": self.config.faults.duplicates,
                 "crash": self.config.faults.crash,
@@ -355,6 +390,8 @@ class LocalRuntime:
             "eventstack local: the whole stack on this machine (state is in memory; a restart starts empty)",
             f"  API             {self.api_url}   (GET /_local/status, POST /_local/drain)",
             f"  AWS emulation   {self.aws_endpoint_url}",
+            "  API functions   " + (f"{self.pool.count} worker processes (--api-workers)" if self.pool
+                                     else "in this process"),
             "",
             "  To point the AWS CLI or eventstack's commands at it:",
             f"    export AWS_ENDPOINT_URL={self.aws_endpoint_url} AWS_REGION=us-east-1 "
@@ -397,19 +434,10 @@ class LocalRuntime:
                 return EXIT_EMULATION_DIED
             print("stopped", file=sys.stderr, flush=True)
             return 0
+        except SystemExit:  # the second Ctrl-C: no draining, but no worker left behind either
+            if self.pool is not None:
+                self.pool.kill()
+            raise
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-
-
-def describe_exit(code: int | None) -> str:
-    """'exited with code 1', 'was killed by SIGKILL (exit code -9)': a Popen return code in words."""
-    if code is None:
-        return "is running"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"was killed by {name} (exit code {code})"
-    return f"exited with code {code}"

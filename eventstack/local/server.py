@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from werkzeug.wrappers import Request, Response
@@ -23,10 +23,8 @@ from werkzeug.wrappers import Request, Response
 from escore.correlation import CORRELATION_HEADER, correlation_id_of
 from eventstack.apigw import RouteMatch, match_route, parse_proxy_result, rest_event
 from eventstack.local.emulation import QuietRequestHandler
+from eventstack.local.workers import FunctionError, WorkerDied
 from eventstack.topology import Route
-
-if TYPE_CHECKING:
-    from eventstack.local.runtime import LocalRuntime
 
 log = logging.getLogger("eventstack.local")
 
@@ -108,11 +106,27 @@ class ApiRequestHandler(QuietRequestHandler):
             self.wfile.write(body)
 
 
-class ApiServer:
-    """A WSGI app; `runtime` supplies the functions, the status and drain."""
+class ApiBackend(Protocol):
+    """What the API server needs of the runtime behind it (eventstack.local.runtime.LocalRuntime)."""
 
-    def __init__(self, runtime: LocalRuntime, routes: dict[tuple[str, str], str]):
-        self.runtime = runtime
+    def invoke(self, function: str, event: dict[str, Any]) -> Any:
+        """Invoke the API function `function` with a proxy event; its proxy result (raises if it failed)."""
+
+    def request_done(self) -> None:
+        """An API request has ended (it may have appended events: the pollers should look)."""
+
+    def status(self) -> dict[str, Any]:
+        """GET /_local/status."""
+
+    def drain(self, timeout: float) -> tuple[bool, dict[str, Any]]:
+        """POST /_local/drain: (whether everything was drained within `timeout`, the status)."""
+
+
+class ApiServer:
+    """A WSGI app; `backend` runs the functions and supplies the status and drain."""
+
+    def __init__(self, backend: ApiBackend, routes: dict[tuple[str, str], str]):
+        self.backend = backend
         self.routes = [Route(method, resource) for method, resource in routes]
         self.function_of = dict(routes)
         self.in_flight = 0
@@ -137,7 +151,7 @@ class ApiServer:
                 with self._lock:
                     self.in_flight -= 1
                     self.idle.notify_all()
-                self.runtime.activity.notify()  # a command may have appended: wake the pollers
+                self.backend.request_done()  # a command may have appended: wake the pollers
         if CORRELATION_HEADER not in response.headers:  # every answer carries one (CONTRACT §3)
             response.headers[CORRELATION_HEADER] = correlation_id
         return response(environ, start_response)
@@ -172,8 +186,11 @@ class ApiServer:
             source_ip=request.remote_addr or "127.0.0.1",
         )
         try:
-            result = self.runtime.functions[function].invoke(event)
+            result = self.backend.invoke(function, event)
             status, headers, data = parse_proxy_result(result)
+        except (FunctionError, WorkerDied) as exc:  # in a worker: its traceback, if any, is in the message
+            log.error("%s failed on %s %s: %s", function, request.method, request.path, exc)
+            return _error(502, "bad_gateway", "Internal server error", correlation_id)
         except Exception:
             log.exception("%s failed on %s %s", function, request.method, request.path)
             # What API Gateway answers when the integration fails.
@@ -204,7 +221,7 @@ class ApiServer:
             if request.method != "GET":
                 return _error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}",
                               correlation_id, allow="GET")
-            return _json(200, self.runtime.status())
+            return _json(200, self.backend.status())
         if request.path == "/_local/drain":
             if request.method != "POST":
                 return _error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}",
@@ -217,7 +234,7 @@ class ApiServer:
             except ValueError:
                 return _error(422, "validation_error", f"timeout must be seconds between 0 and {MAX_DRAIN_TIMEOUT:.0f}",
                               correlation_id, detail=[{"loc": ["query", "timeout"], "msg": "not a number of seconds"}])
-            drained, status = self.runtime.drain(timeout)
+            drained, status = self.backend.drain(timeout)
             if drained:
                 return _json(200, status)
             return _json(504, {"error": "drain_timeout",
