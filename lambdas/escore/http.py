@@ -33,63 +33,54 @@ Around them this module guarantees, for every request:
    (`ErrorAnswer`, `ConflictAnswer`, `ValidationErrorAnswer`), the Idempotency-Key header and the
    X-Correlation-Id every answer carries. A route's return model is also checked on every answer
    (Powertools' response validation): an answer that breaks it is a 500, never a 422.
+
+This module is the resolver: registration, the Lambda handler, the order of the checks. The parts
+live apart: the route matching in escore.routes (1), the strict inputs in escore.http_requests
+(2), the error answers and the mapping of exceptions in escore.http_errors (3, 4), the
+correlation id in escore.correlation (5), idempotency in escore.http_idempotency (6), and the
+OpenAPI responses in escore.http_openapi (7).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import json
-import math
 import re
 import threading
-import types
-import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+from typing import Any, TypeVar
 
 import orjson
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Query
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse, OpenAPIResponseHeader
-from botocore.exceptions import ClientError as BotoClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
-from botocore.exceptions import HTTPClientError as BotoHTTPClientError
-from pydantic import BaseModel, ConfigDict, Field
 
-from escore.aggregate import AggregateNotFound, CommandContext, VersionConflict
+from escore.aggregate import CommandContext
 from escore.correlation import CORRELATION_HEADER, correlation_id_of
-from escore.observability import count, logger
-from escore.store import (
-    ClaimTaken,
-    ConcurrencyError,
-    EventStore,
-    IdempotencyCompletion,
-    IdempotencyInProgress,
-    IdempotencyKey,
-    IdempotencyKeyReused,
-    IdempotencyRecord,
-    TooLarge,
+from escore.http_errors import HttpError, error_parts, json_response, map_exception, validation_error
+from escore.http_idempotency import answer_once, idempotency_key
+from escore.http_openapi import documented_responses, with_request_headers
+from escore.http_requests import (
+    BODY_METHODS,
+    MAX_BODY_BYTES,
+    RequestScope,
+    RouteSpec,
+    check_integer_queries,
+    header,
+    integer_query_parameters,
+    normal_path,
+    read_body,
+    routable,
+    without_header,
 )
+from escore.observability import count, logger
+from escore.routes import RouteMatch, match_route
+from escore.store import EventStore
 
-MAX_BODY_BYTES = 64 * 1024
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-IDEMPOTENT_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-_DIGITS = re.compile(r"[0-9]+")  # an integer parameter: ASCII digits only (no sign, space, "_", "." or "e")
-_BOM = b"\xef\xbb\xbf"
-MAX_INT_DIGITS = 4000  # a JSON integer longer than this is refused (400): Python prints up to 4300 digits
-# What Powertools' router takes in a path parameter (its _SAFE_URI, _UNSAFE_URI and \w); anything else
-# is percent-encoded before routing, so the route (not a "no such route") judges the value.
-_UNROUTABLE = re.compile(r"[^-._~()'!*:@,;=+&$%<> \[\]{}|^\w]")
+# validation_error lives in escore.http_errors; re-exported for the services' api.py, which import it from here.
+__all__ = ["JsonApi", "validation_error"]
 
 # Powertools keeps the current event on the resolver *class* (BaseRouter.current_event), so two
 # requests resolved at once in one process (the local runtime's threads) would see each other's
@@ -98,268 +89,7 @@ _RESOLVE_LOCK = threading.RLock()
 
 RouteFunction = TypeVar("RouteFunction", bound=Callable[..., Any])
 
-
-RETRY_AFTER_SECONDS = 2  # what a 503 asks a client to wait before retrying
-# Codes an AWS service answers when it is overloaded or failing, not because of the request: still
-# there after botocore's retries, they are a 503 like a timeout.
-_UNAVAILABLE_CODES = frozenset({
-    "ProvisionedThroughputExceededException", "ThrottlingException", "Throttling", "RequestLimitExceeded",
-    "InternalServerError", "InternalFailure", "ServiceUnavailable", "ServiceUnavailableException",
-})
-
-
-class ErrorAnswer(BaseModel):
-    """Every error answer: a code for programs and a message for people (more fields for some codes)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    error: str = Field(description="the code: not_found, bad_request, conflict, ...")
-    message: str = Field(description="what went wrong, for a person")
-
-
-class ConflictAnswer(ErrorAnswer):
-    """409: `conflict` (with `current_version` where there is one), `<scope>_taken` (e.g. `handle_taken`),
-    `idempotency_key_reused` or `idempotency_in_progress`."""
-
-    current_version: int | None = Field(default=None, description="the resource's version now (for `conflict`)")
-
-
-class ValidationIssue(BaseModel):
-    """One field at fault: where (`["body", "text"]`, `["query", "limit"]`, ...), what kind, and why."""
-
-    loc: list[str | int]
-    type: str
-    msg: str
-
-
-class ValidationErrorAnswer(ErrorAnswer):
-    """422 `validation_error`: `detail` names every field at fault."""
-
-    detail: list[ValidationIssue]
-
-
-class HttpError(Exception):
-    """An error answer: `{"error": code, "message": message, **extra}` with `status` (and `headers`)."""
-
-    def __init__(
-        self, status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
-    ) -> None:
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
-        self.extra = extra
-        super().__init__(message)
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    """A dependency that did not answer in time, could not be reached, or said it is overloaded."""
-    if isinstance(exc, BotoConnectionError | BotoHTTPClientError):  # timeouts, refused or dropped
-        return True
-    if isinstance(exc, BotoClientError):
-        return str(exc.response.get("Error", {}).get("Code", "")) in _UNAVAILABLE_CODES
-    return False
-
-
-def validation_error(detail: Sequence[Mapping[str, Any]], message: str | None = None) -> HttpError:
-    """A 422 naming the fields at fault, e.g. `[{"loc": ["query", "cursor"], "type": ..., "msg": ...}]`."""
-    fields = ", ".join(".".join(str(part) for part in item.get("loc", ())) for item in detail)
-    return HttpError(
-        422, "validation_error", message or f"invalid request: {fields}", detail=[dict(d) for d in detail]
-    )
-
-
-def json_response(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """A proxy integration result with a JSON body."""
-    multi = {"Content-Type": [content_types.APPLICATION_JSON]}
-    for name, value in (headers or {}).items():
-        multi[name] = [value]
-    return {
-        "statusCode": status,
-        "multiValueHeaders": multi,
-        "body": orjson.dumps(body).decode(),
-        "isBase64Encoded": False,
-    }
-
-
-def error_parts(error: HttpError) -> tuple[dict[str, Any], dict[str, str] | None]:
-    """(body, headers) of an error answer; a 405's `allow` becomes the Allow header."""
-    extra = dict(error.extra)
-    headers = dict(error.headers)
-    if "allow" in extra:
-        headers["Allow"] = str(extra.pop("allow"))
-    return {"error": error.code, "message": error.message, **extra}, headers or None
-
-
-def request_hash(body: Any, query: Mapping[str, Any] | None = None) -> str:
-    """Equal JSON, equal hash: keys sorted, no whitespace."""
-    value = {"body": body, "query": dict(query or {})}
-    try:
-        canonical = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # what orjson cannot write (an integer over 64 bits, deep nesting): the same JSON
-        canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    return hashlib.sha256(canonical).hexdigest()
-
-
-class _OutOfRange(ValueError):
-    pass
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e400 is JSON, but no double holds it
-        raise _OutOfRange(text)
-    return value
-
-
-def _bounded_int(text: str) -> int:
-    if len(text) > MAX_INT_DIGITS + 1:
-        raise _OutOfRange(text)
-    return int(text)
-
-
-def _no_constant(constant: str) -> Any:
-    raise ValueError(constant)  # NaN and Infinity are not JSON
-
-
-def parse_json_body(raw: bytes) -> Any:
-    """The JSON value of a body, or HttpError 400 (and 422 for a string no store can hold).
-
-    Stricter than json.loads where JSON is (RFC 8259): no byte order mark, no NaN or Infinity; and
-    exact: integers stay integers at any size (orjson would read 10**40 as a float), a float that
-    overflows a double is refused rather than read as infinity.
-    """
-    if raw.startswith(_BOM):
-        raise HttpError(400, "bad_request", "the body starts with a byte order mark (U+FEFF): send JSON without one")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise HttpError(400, "bad_request", "the body is not UTF-8") from exc
-    try:
-        value = json.loads(text, parse_float=_finite_float, parse_int=_bounded_int, parse_constant=_no_constant)
-    except _OutOfRange as exc:
-        raise HttpError(400, "bad_request", "the body holds a number out of range") from exc
-    except (ValueError, RecursionError) as exc:
-        raise HttpError(400, "bad_request", "the body is not valid JSON") from exc
-    where = _unpaired_surrogate(value)
-    if where is not None:
-        raise validation_error(
-            [{"loc": ["body", *where], "type": "unsupported_value", "msg": "a string holds an unpaired surrogate"}]
-        )
-    return value
-
-
-def _unpaired_surrogate(value: Any) -> list[str | int] | None:
-    """Where a string (key or value) holds a lone surrogate, which UTF-8 and so no store can hold."""
-    pending: list[tuple[list[str | int], Any]] = [([], value)]
-    while pending:
-        path, item = pending.pop()
-        if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return path
-        elif isinstance(item, dict):
-            for key, inner in item.items():
-                try:
-                    key.encode("utf-8")
-                except UnicodeEncodeError:
-                    return [*path, key.encode("utf-8", "backslashreplace").decode("ascii")]
-                pending.append(([*path, key], inner))
-        elif isinstance(item, list):
-            pending.extend(([*path, index], inner) for index, inner in enumerate(item))
-    return None
-
-
-def _routable(path: str) -> str:
-    """`path` with what Powertools' router cannot match in a segment percent-encoded (as UTF-8)."""
-    def encode(match: re.Match[str]) -> str:
-        return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8", "surrogatepass"))
-
-    return "/".join(_UNROUTABLE.sub(encode, segment) for segment in path.split("/"))
-
-
-def integer_query_parameters(fn: Callable[..., Any]) -> frozenset[str]:
-    """The query parameters `fn` declares as integers (`Annotated[int | None, Query(...)]`)."""
-    try:
-        hints = typing.get_type_hints(fn, include_extras=True)
-    except Exception:  # an annotation this cannot resolve: Powertools' own parsing still applies
-        return frozenset()
-    names: set[str] = set()
-    for name, hint in hints.items():
-        if get_origin(hint) is not Annotated:
-            continue
-        base, *extras = get_args(hint)
-        query = next((extra for extra in extras if isinstance(extra, Query)), None)
-        if query is None:
-            continue
-        options = get_args(base) if get_origin(base) in (Union, types.UnionType) else (base,)
-        if int in options:
-            names.add(query.alias or name)
-    return frozenset(names)
-
-
-@dataclass(frozen=True)
-class RouteSpec:
-    method: str
-    template: str  # API Gateway form, "/posts/{post_id}"
-    status: int  # the success status of the route
-    has_body: bool
-    integer_queries: frozenset[str] = frozenset()  # query parameters that are integers: digits only
-
-    def match(self, path: str) -> dict[str, str] | None:
-        wanted = [s for s in self.template.split("/") if s]
-        given = [s for s in path.split("/") if s]
-        if len(wanted) != len(given):
-            return None
-        params: dict[str, str] = {}
-        for part, value in zip(wanted, given, strict=True):
-            if part.startswith("{") and part.endswith("}"):
-                params[part[1:-1]] = value
-            elif part != value:
-                return None
-        return params
-
-    @property
-    def literal_rank(self) -> tuple[int, ...]:
-        return tuple(0 if s.startswith("{") else 1 for s in self.template.split("/") if s)
-
-
-@dataclass
-class RequestScope:
-    """What the plumbing knows of the request being handled."""
-
-    method: str
-    path: str
-    correlation_id: str
-    command: CommandContext
-    route: RouteSpec | None = None
-    body: Any = None
-    query: dict[str, str] = field(default_factory=dict)
-    idempotency_key: str | None = None
-
-
 _current: ContextVar[RequestScope | None] = ContextVar("escore_http_request", default=None)
-
-
-def _header(event: Mapping[str, Any], name: str) -> str | None:
-    wanted = name.lower()
-    for key, value in (event.get("headers") or {}).items():
-        if key.lower() == wanted and value is not None:
-            return str(value)
-    for key, values in (event.get("multiValueHeaders") or {}).items():
-        if key.lower() == wanted and values:
-            return str(values[-1])
-    return None
-
-
-def _normal_path(path: str) -> str:
-    """`/posts/` and `//posts` are `/posts`, as API Gateway routes them."""
-    return "/" + "/".join(segment for segment in path.split("/") if segment)
-
-
-def _without_header(headers: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
-    return {key: value for key, value in (headers or {}).items() if key.lower() != name.lower()}
 
 
 class JsonApi:
@@ -453,11 +183,11 @@ class JsonApi:
         return self._with_header(result, CORRELATION_HEADER, scope.correlation_id)
 
     def _scope_of(self, event: Mapping[str, Any]) -> RequestScope:
-        correlation_id = correlation_id_of(_header(event, CORRELATION_HEADER))
+        correlation_id = correlation_id_of(header(event, CORRELATION_HEADER))
         request_id = (event.get("requestContext") or {}).get("requestId")
         return RequestScope(
             method=str(event.get("httpMethod") or "").upper(),
-            path=_normal_path(str(event.get("path") or "/")),
+            path=normal_path(str(event.get("path") or "/")),
             correlation_id=correlation_id,
             command=CommandContext(correlation_id, causation_id=request_id if isinstance(request_id, str) else None),
         )
@@ -474,12 +204,12 @@ class JsonApi:
         scope.route = self._match(scope.method, scope.path)
         scope.command.success_status = scope.route.status
         scope.query = {str(k): str(v) for k, v in (event.get("queryStringParameters") or {}).items()}
-        prepared = dict(event, path=_routable(scope.path))
+        prepared = dict(event, path=routable(scope.path))
         if scope.route.has_body:
-            scope.body = self._read_body(event)
-            headers = _without_header(event.get("headers"), "content-type")
+            scope.body = read_body(event, self.max_body)
+            headers = without_header(event.get("headers"), "content-type")
             headers["Content-Type"] = content_types.APPLICATION_JSON
-            multi = _without_header(event.get("multiValueHeaders"), "content-type")
+            multi = without_header(event.get("multiValueHeaders"), "content-type")
             multi["Content-Type"] = [content_types.APPLICATION_JSON]
             prepared.update(
                 body=json.dumps(scope.body, ensure_ascii=False), isBase64Encoded=False, headers=headers,
@@ -487,103 +217,31 @@ class JsonApi:
             )
         else:
             prepared.update(body=None, isBase64Encoded=False)  # a GET or DELETE ignores any body
-        self._check_integer_queries(event, scope.route)
-        if scope.method in IDEMPOTENT_METHODS:
-            key = _header(event, IDEMPOTENCY_HEADER)
-            if key is not None:
-                if not _KEY.match(key):
-                    raise validation_error(
-                        [{"loc": ["header", IDEMPOTENCY_HEADER], "type": "invalid_key",
-                          "msg": "1 to 255 visible ASCII characters"}]
-                    )
-                scope.idempotency_key = key
-                scope.command.idempotency_key = key
+        check_integer_queries(event, scope.route)
+        key = idempotency_key(event, scope.method)
+        if key is not None:
+            scope.idempotency_key = key
+            scope.command.idempotency_key = key
         return prepared
 
-    @staticmethod
-    def _check_integer_queries(event: Mapping[str, Any], route: RouteSpec) -> None:
-        """422 for an integer query parameter that is not ASCII digits (pydantic would take "1_0", " 5", "1.0")."""
-        if not route.integer_queries:
-            return
-        single = event.get("queryStringParameters") or {}
-        multi = event.get("multiValueQueryStringParameters") or {}
-        for name in sorted(route.integer_queries):
-            values = list(multi.get(name) or ()) or ([single[name]] if name in single else [])
-            if any(not isinstance(value, str) or not _DIGITS.fullmatch(value) for value in values):
-                raise validation_error([{"loc": ["query", name], "type": "int_parsing",
-                                         "msg": "an integer: ASCII digits only"}])
-
     def _match(self, method: str, path: str) -> RouteSpec:
-        fits = [(spec.literal_rank, spec) for spec in self.routes if spec.match(path) is not None]
-        if not fits:
+        found = match_route(self.routes, method, path)
+        if isinstance(found, RouteMatch):
+            return found.route
+        if found.status == 404:
             raise HttpError(404, "not_found", f"no route for {path}")
-        for _, spec in sorted(fits, key=lambda fit: fit[0], reverse=True):
-            if spec.method == method:
-                return spec
-        allowed = ", ".join(sorted({spec.method for _, spec in fits}))
-        raise HttpError(405, "method_not_allowed", f"{method} is not allowed on {path}", allow=allowed)
-
-    def _read_body(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        raw_text = event.get("body")
-        raw: bytes
-        if raw_text is None:
-            raw = b""
-        elif event.get("isBase64Encoded"):
-            try:
-                raw = base64.b64decode(str(raw_text), validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise HttpError(400, "bad_request", "the body is not valid base64") from exc
-        else:
-            raw = str(raw_text).encode("utf-8", errors="surrogatepass")
-        if len(raw) > self.max_body:
-            raise HttpError(413, "payload_too_large", f"the body is over {self.max_body} bytes")
-        content_type = _header(event, "content-type")
-        if content_type is not None:
-            media = content_type.split(";", 1)[0].strip().lower()
-            if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
-                raise HttpError(400, "bad_request", "the body must be sent as Content-Type: application/json")
-        if not raw.strip():
-            raise HttpError(400, "bad_request", "a JSON object body is required")
-        body = parse_json_body(raw)
-        if not isinstance(body, dict):
-            raise HttpError(400, "bad_request", "the body must be a JSON object")
-        return body
+        raise HttpError(405, "method_not_allowed", f"{method} is not allowed on {path}", allow=", ".join(found.allowed))
 
     # around every matched route: a Powertools middleware, so it runs after request validation (422)
     def _around_route(self, app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
         scope = _current.get()
         if scope is None or scope.route is None:
             return next_middleware(app)
+        route = scope.route
         if scope.idempotency_key is None or self.store is None:
-            return self._with_route_status(next_middleware(app), scope.route)
-        key = IdempotencyKey(f"{scope.method} {scope.path}", scope.idempotency_key)
-        try:
-            record = self.store.begin_idempotent(key, request_hash(scope.body, scope.query))
-        except IdempotencyKeyReused as exc:
-            raise HttpError(
-                409, "idempotency_key_reused", "this Idempotency-Key was used with another request"
-            ) from exc
-        if record.status == "completed":
-            stored = record.response or {}
-            return Response(
-                status_code=int(stored.get("status_code", 200)),
-                content_type=content_types.APPLICATION_JSON,
-                body=stored.get("body"),
-                headers={"Idempotent-Replayed": "true"},
-            )
-        scope.command.reservation = record
-        try:
-            response = self._with_route_status(next_middleware(app), scope.route)
-        except BaseException:
-            self._abandon(record)
-            raise
-        if 200 <= response.status_code < 300:
-            if not scope.command.idempotency_stored:  # a command that appended nothing
-                answer = {"status_code": response.status_code, "body": response.body}
-                self.store.complete_idempotent(IdempotencyCompletion(record, answer))
-        else:
-            self._abandon(record)  # only 2xx answers are kept: a 4xx is evaluated afresh on retry
-        return response
+            return self._with_route_status(next_middleware(app), route)
+        return answer_once(self.store, scope, scope.idempotency_key,
+                           lambda: self._with_route_status(next_middleware(app), route))
 
     @staticmethod
     def _with_route_status(response: Response[Any], route: RouteSpec) -> Response[Any]:
@@ -591,14 +249,6 @@ class JsonApi:
         if response.status_code == HTTPStatus.OK:
             response.status_code = route.status
         return response
-
-    def _abandon(self, record: IdempotencyRecord) -> None:
-        if self.store is None:
-            return
-        try:
-            self.store.abandon_idempotent(record)
-        except Exception:  # the lease expires by itself; the answer stands
-            logger.warning("idempotency reservation not released", exc_info=True)
 
     # exception mapping (Powertools calls these; the most specific class wins)
     def _on_validation_error(self, exc: RequestValidationError) -> Response[Any]:
@@ -617,31 +267,7 @@ class JsonApi:
         return self._error(HttpError(404, "not_found", "no such route"))
 
     def _on_exception(self, exc: Exception) -> Response[Any]:
-        return self._error(self.map_exception(exc))
-
-    def map_exception(self, exc: Exception) -> HttpError:
-        """The answer for an exception a route raised: domain errors to 4xx, anything else to 500."""
-        if isinstance(exc, HttpError):
-            return exc
-        if isinstance(exc, AggregateNotFound):
-            return HttpError(404, "not_found", str(exc))
-        if isinstance(exc, VersionConflict):
-            return HttpError(409, "conflict", str(exc), current_version=exc.current_version)
-        if isinstance(exc, ConcurrencyError):
-            extra: dict[str, Any] = {} if exc.current_version is None else {"current_version": exc.current_version}
-            return HttpError(409, "conflict", "the resource was changed by another request; reload and retry", **extra)
-        if isinstance(exc, ClaimTaken):
-            return HttpError(409, f"{exc.claim.scope}_taken", f"{exc.claim.scope} {exc.claim.value!r} is taken")
-        if isinstance(exc, IdempotencyInProgress):
-            return HttpError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still running")
-        if isinstance(exc, TooLarge):
-            return HttpError(413, "payload_too_large", "the request is too large to store")
-        if is_unavailable(exc):  # not the client's fault, and worth retrying: a 503, never a hang or a 500
-            logger.warning("a dependency is unavailable", extra={"error_type": type(exc).__name__})
-            return HttpError(503, "service_unavailable", "the service is briefly unavailable; retry shortly",
-                             headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-        logger.exception("unhandled error in route", extra={"error_type": type(exc).__name__})
-        return HttpError(500, "internal_error", "internal error")
+        return self._error(map_exception(exc))
 
     def _error(self, error: HttpError) -> Response[Any]:
         body, headers = error_parts(error)
@@ -657,76 +283,3 @@ class JsonApi:
         else:
             result["headers"] = {**(result.get("headers") or {}), name: value}
         return result
-
-
-
-# -- the OpenAPI document -------------------------------------------------------------------------------
-_CORRELATION_DOC: OpenAPIResponseHeader = {
-    "description": "the request's X-Correlation-Id (printable ASCII, 1-200), or a new UUID",
-    "schema": {"type": "string"},
-    "required": True,  # type: ignore[typeddict-unknown-key]
-}
-
-
-def _error_doc(
-    description: str, model: type[BaseModel], headers: dict[str, OpenAPIResponseHeader] | None = None
-) -> OpenAPIResponse:
-    return {
-        "description": description,
-        "headers": {CORRELATION_HEADER: _CORRELATION_DOC, **(headers or {})},
-        "content": {content_types.APPLICATION_JSON: {"model": model}},
-    }
-
-
-def documented_responses(route: RouteSpec) -> dict[int, OpenAPIResponse]:
-    """What `route` may answer, in the order of the checks: its success, then every error of the module doc."""
-    success_headers: dict[str, OpenAPIResponseHeader] = {CORRELATION_HEADER: _CORRELATION_DOC}
-    if route.method in IDEMPOTENT_METHODS:
-        success_headers["Idempotent-Replayed"] = {
-            "description": "`true` when this is the stored answer of an earlier request with the same Idempotency-Key",
-            "schema": {"type": "string", "enum": ["true"]},
-        }
-    responses: dict[int, OpenAPIResponse] = {
-        route.status: {"description": "success", "headers": success_headers},  # content: the return model
-        404: _error_doc("`not_found`: no such route, or no such resource (a malformed id included)", ErrorAnswer),
-        405: _error_doc("`method_not_allowed`: the path has other methods, listed in Allow", ErrorAnswer,
-                        {"Allow": {"description": "the methods of the path", "schema": {"type": "string"}}}),
-        422: _error_doc(
-            "`validation_error`: a field, query parameter or header is invalid; `detail` names each",
-            ValidationErrorAnswer),
-        503: _error_doc("`service_unavailable`: a dependency is briefly unavailable; retry after Retry-After",
-                        ErrorAnswer, {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}}),
-    }
-    if route.has_body:
-        responses[400] = _error_doc(
-            "`bad_request`: the body is not a JSON object (malformed, empty, a byte order mark, a number out "
-            "of range, not UTF-8), or is sent with a Content-Type other than application/json", ErrorAnswer)
-        responses[413] = _error_doc(f"`payload_too_large`: the body is over {MAX_BODY_BYTES} bytes", ErrorAnswer)
-    if route.method in IDEMPOTENT_METHODS:
-        responses[409] = _error_doc(
-            "`conflict` (with `current_version`), `<scope>_taken`, `idempotency_key_reused` or "
-            "`idempotency_in_progress`", ConflictAnswer)
-    return dict(sorted(responses.items()))
-
-
-def with_request_headers(document: dict[str, Any]) -> dict[str, Any]:
-    """`document` with the headers every operation reads: X-Correlation-Id, and Idempotency-Key on a command."""
-    for item in (document.get("paths") or {}).values():
-        for method, operation in item.items():
-            if not isinstance(operation, dict):
-                continue
-            parameters = operation.setdefault("parameters", [])
-            parameters.append({
-                "name": CORRELATION_HEADER, "in": "header", "required": False,
-                "description": "carried into the answer and the events' metadata; printable ASCII, 1-200 "
-                               "characters (anything else is replaced by a new UUID)",
-                "schema": {"type": "string"},
-            })
-            if method.upper() in IDEMPOTENT_METHODS:
-                parameters.append({
-                    "name": IDEMPOTENCY_HEADER, "in": "header", "required": False,
-                    "description": "retry safely: the same key and body gets the first 2xx answer again; "
-                                   "1-255 visible ASCII characters",
-                    "schema": {"type": "string", "pattern": _KEY.pattern},
-                })
-    return document

@@ -264,7 +264,7 @@ class TestIdempotency:
         assert (retry.status, retry.json) == (200, {"post_id": post_id, "version": 3})
 
     def test_a_retry_while_the_first_runs_is_409(self, posts: Posts) -> None:
-        from escore.http import request_hash
+        from escore.http_idempotency import request_hash
         from escore.store import IdempotencyKey
 
         body = {"author_id": AUTHOR, "text": "hello"}

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from escore.http import request_hash
+from escore.http_idempotency import request_hash
 from escore.store import EventStore, IdempotencyKey
 from profiles import api as profiles_api
 from tests.support.api import ApiClient, ApiResponse, expect_error, routes_of

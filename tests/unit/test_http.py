@@ -16,7 +16,10 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from escore.aggregate import CommandContext
-from escore.http import MAX_BODY_BYTES, HttpError, JsonApi, request_hash
+from escore.http import JsonApi
+from escore.http_errors import HttpError
+from escore.http_idempotency import request_hash
+from escore.http_requests import MAX_BODY_BYTES
 from escore.memory_store import InMemoryEventStore
 from escore.store import IdempotencyKey
 from eventstack.apigw import Headers, RouteMatch, RouteMiss, match_route, parse_proxy_result, rest_event
