@@ -23,6 +23,7 @@ from typing import Any
 
 import jsii
 from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_lambda as lambda_
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +36,8 @@ PYTHON_VERSION = "3.14"
 PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64")
 # Shipped by the Lambda runtime as a matched pair; a second, different botocore would shadow it.
 PROVIDED_BY_RUNTIME = ("boto3", "botocore", "s3transfer")
-IGNORED = ("__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache", "*.egg-info", ".DS_Store")
+IGNORED = ("__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache", "*.egg-info", ".DS_Store", "Dockerfile")
+DOCKERFILE = LAMBDAS_DIR / "Dockerfile"
 
 
 def _requirements_key() -> str:
@@ -126,4 +128,19 @@ def lambda_code(with_dependencies: bool = True) -> lambda_.Code:
             # Part of the asset hash: a code-only bundle never shares a hash with a full one.
             environment={"EVENTSTACK_BUNDLE": _marker(with_dependencies)},
         ),
+    )
+
+
+def image_code(handler: str) -> lambda_.DockerImageCode:
+    """The functions' container image (lambdas/Dockerfile), for arm64, with `handler` as its CMD.
+
+    Synth only stages the build context (lambdas/) into cdk.out; the image is built and pushed by
+    `cdk deploy`, which needs Docker. Every function shares the one image asset (the CMD is part of
+    each function's image configuration, not of the asset)."""
+    return lambda_.DockerImageCode.from_image_asset(
+        str(LAMBDAS_DIR),
+        cmd=[handler],
+        platform=ecr_assets.Platform.LINUX_ARM64,
+        # .dockerignore semantics: a bare name matches at the top only
+        exclude=[f"**/{pattern}" for pattern in IGNORED if pattern != "Dockerfile"],
     )

@@ -1,5 +1,8 @@
 """The one way a Lambda function is made here: arm64, the newest Python runtime, its own role,
-its own log group, JSON logs, X-Ray, and the Powertools settings of the stage."""
+its own log group, JSON logs, X-Ray, and the Powertools settings of the stage.
+
+Packaged as the stage says (`-c packaging=zip|image`): from the one zip asset of lambdas/ (the
+default), or as a `DockerImageFunction` from the one container image of the same code."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra import naming
-from infra.bundling import RUNTIME
+from infra.bundling import RUNTIME, image_code
 from infra.stages import StageSettings
 
 POWERTOOLS_METRICS_NAMESPACE = "eventstack"
@@ -57,7 +60,7 @@ class ServiceFunction(Construct):
         *,
         stage: StageSettings,
         spec: FunctionSpec,
-        code: lambda_.Code,
+        code: lambda_.Code | None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.spec = spec
@@ -83,15 +86,21 @@ class ServiceFunction(Construct):
                 resources=[self.log_group.log_group_arn],
             )
         )
-        self.function = lambda_.Function(
+        packaged: dict[str, object]
+        if stage.packaging == "image":
+            packaged = {"code": image_code(spec.handler)}
+        else:
+            if code is None:
+                raise ValueError(f"{spec.name}: zip packaging needs the code asset (infra.bundling.lambda_code)")
+            packaged = {"code": code, "runtime": RUNTIME, "handler": spec.handler}
+        function_type = lambda_.DockerImageFunction if stage.packaging == "image" else lambda_.Function
+        self.function: lambda_.Function = function_type(
             self,
             "Function",
             function_name=physical_name,
             description=spec.description,
-            runtime=RUNTIME,
             architecture=lambda_.Architecture.ARM_64,
-            handler=spec.handler,
-            code=code,
+            **packaged,  # type: ignore[arg-type]
             role=self.role,
             memory_size=spec.memory_mb,
             timeout=Duration.seconds(spec.timeout_seconds),

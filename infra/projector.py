@@ -28,7 +28,7 @@ class Projector(Construct):
         owner: str,
         projection: Projection,
         streams: MappingOf[str, kinesis.IStream],
-        code: lambda_.Code,
+        code: lambda_.Code | None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.projection = projection

@@ -29,7 +29,7 @@ class Publisher(Construct):
         service: Service,
         event_store: dynamodb.Table,
         stream: kinesis.Stream,
-        code: lambda_.Code,
+        code: lambda_.Code | None,
     ) -> None:
         super().__init__(scope, construct_id)
         name = service.publisher_function_name

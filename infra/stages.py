@@ -19,6 +19,7 @@ from constructs import Construct
 AuthMode = Literal["iam", "cognito"]
 ObjectLockMode = Literal["governance", "compliance"]
 StreamMode = Literal["provisioned", "on_demand"]
+Packaging = Literal["zip", "image"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class StageSettings:
     alarm_email: str | None = None
     # Build
     bundle_dependencies: bool = True
+    # zip: one code asset for every function; image: one container image (lambdas/Dockerfile)
+    packaging: Packaging = "zip"
 
 
 STAGES: dict[str, StageSettings] = {
@@ -105,6 +108,7 @@ STAGES: dict[str, StageSettings] = {
 _CHOICES: dict[str, tuple[str, ...]] = {
     "auth": ("iam", "cognito"),
     "object_lock_mode": ("governance", "compliance"),
+    "packaging": ("zip", "image"),
 }
 
 

@@ -41,7 +41,8 @@ class ServiceStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.service = service
-        code = lambda_code(with_dependencies=stage.bundle_dependencies)  # one asset per stack, same hash
+        # one asset per stack, same hash; none when the functions are a container image
+        code = lambda_code(with_dependencies=stage.bundle_dependencies) if stage.packaging == "zip" else None
         self.event_store = EventStore(self, "EventStore", stage=stage, service=service)
         self.event_stream = EventStream(self, "EventStream", stage=stage, service=service)
         self.publisher = Publisher(
