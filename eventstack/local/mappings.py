@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from eventstack.local.faults import Faults, InjectedCrash
+from eventstack.local.faults import Faults, InjectedCrash, PollerKilled, install_kinesis_throttle
 from eventstack.local.plan import MappingPlan
 from eventstack.local.sources import (
     IDLE_POLL_SECONDS,
@@ -44,6 +44,7 @@ MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # Lambda's synchronous invocation payload l
 RETRY_BACKOFF_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 1.0
 HURRY_REFRESH_SECONDS = 0.2
+POLLER_RESTART_SECONDS = 0.5  # from a poller's death to its successor's start
 
 
 def iso(epoch: float) -> str:
@@ -59,24 +60,61 @@ class PollingWorker:
         self.activity = activity
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._restart: threading.Timer | None = None
+        self._thread_lock = threading.Lock()  # the current thread and the pending restart, against stop()
         self.errors = 0
+        self.kills = 0  # poller threads that died part-way (faults: poller_kill)
+        self.restarts = 0
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"poller-{self.name}", daemon=True)
-        self._thread.start()
+        with self._thread_lock:
+            if self._stopping.is_set():
+                return
+            self._thread = threading.Thread(target=self._run, name=f"poller-{self.name}", daemon=True)
+            self._thread.start()
 
     def signal_stop(self) -> None:
         """Ask the thread to stop after its current round, without waiting (`stop` waits).
 
         A read or a delivery that fails from then on ends the loop quietly: the runtime signals
         this when the emulation is gone, so the pollers do not log its absence once a round."""
-        self._stopping.set()
+        with self._thread_lock:
+            self._stopping.set()
+            if self._restart is not None:
+                self._restart.cancel()
         self.activity.wake()
 
     def stop(self, timeout: float = 10.0) -> None:
         self.signal_stop()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        with self._thread_lock:
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    # -- a poller lost and replaced ------------------------------------------------------------
+    # When a Lambda poller dies, another takes its shards' leases over and starts from their last
+    # checkpoints: what the dead one had read ahead, its iterators, its bisect and retry state are
+    # gone, and the batch it was delivering comes again. `_died` is that: the thread has ended; a
+    # timer starts a new one, which rewinds every shard to its checkpoint first.
+    def _died(self, why: PollerKilled) -> None:
+        with self._thread_lock:
+            self.kills += 1
+            if self._stopping.is_set():
+                return
+            self._restart = threading.Timer(POLLER_RESTART_SECONDS, self._take_over)
+            self._restart.daemon = True
+            self._restart.start()
+        log.info("%s: poller died (%s); a new one takes over in %.1f s", self.name, why, POLLER_RESTART_SECONDS)
+
+    def _take_over(self) -> None:
+        with self._thread_lock:
+            if self._stopping.is_set():
+                return
+            self._restart = None
+            self.reader.rewind()
+            self.restarts += 1
+        self.start()
+        self.activity.wake()
 
     def step(self, now: float) -> float:
         """Deliver what is ready; return the monotonic time this worker next needs to act (inf: never)."""
@@ -102,6 +140,12 @@ class PollingWorker:
         return wake_at
 
     def _run(self) -> None:
+        try:
+            self._poll()
+        except PollerKilled as why:
+            self._died(why)
+
+    def _poll(self) -> None:
         seen = self.activity.generation
         while not self._stopping.is_set():
             generation = self.activity.generation
@@ -121,6 +165,9 @@ class PollingWorker:
                 self.activity.wait(seen, timeout)
 
     def caught_up_since(self, moment: float) -> bool:
+        with self._thread_lock:
+            if self._restart is not None:  # dead, its successor not started yet
+                return False
         return self.reader.caught_up_since(moment)
 
 
@@ -157,6 +204,8 @@ class EventSourceMapping(PollingWorker):
         self.partial_failures = 0
         self.dlq_sent = 0
         self.records_done = 0
+        if self.faults.settings.kinesis_throttle > 0:
+            install_kinesis_throttle()  # before the function's first instance makes its clients
 
     # -- when is a batch due ----------------------------------------------------------------
     def _due(self, state: ShardState, now: float) -> float:
@@ -272,7 +321,8 @@ class EventSourceMapping(PollingWorker):
         self._log(state, batch, f"error ({error}): will retry", started)
 
     def _call(self, records: Sequence[StreamRecord]) -> Any:
-        return self.invoke_function({"Records": [r.event for r in records]})
+        with self.faults.throttling():
+            return self.invoke_function({"Records": [r.event for r in records]})
 
     @staticmethod
     def _lowest_failed(batch: list[StreamRecord], result: Any) -> int | None:
@@ -363,4 +413,6 @@ class EventSourceMapping(PollingWorker):
             "records_done": self.records_done,
             "dlq_sent": self.dlq_sent,
             "dlq_name": self.plan.dlq,
+            "poller_kills": self.kills,
+            "poller_restarts": self.restarts,
         }

@@ -377,6 +377,27 @@ class ShardReader:
         self._maybe_finish(state)
         return taken
 
+    def rewind(self) -> None:
+        """Forget everything not checkpointed, as a new poller taking over the shards knows only
+        their checkpoints: each shard is read again from just after its checkpoint (a shard with
+        none from the mapping's starting position), buffers, iterators, retry and bisect state
+        dropped, and the shard list is read again before drain may call the source caught up."""
+        with self.lock:
+            for state in self.shards.values():
+                state.buffer.clear()
+                state.iterator = None
+                state.last_read_seq = state.checkpoint
+                state.next_read_at = 0.0
+                state.caught_up_at = -1.0
+                state.idle_interval = IDLE_POLL_SECONDS
+                state.not_before = 0.0
+                state.attempts = {}
+                state.splits = []
+                if not state.finished:
+                    state.closed_seen_empty = False
+        self.last_refresh_started = -1.0
+        self.next_refresh = 0.0
+
     # -- observing -------------------------------------------------------------------------
     def pending(self) -> int:
         with self.lock:
