@@ -94,7 +94,7 @@ def _upcast(event: Any) -> Any:
 def floor_changed_items(spec: Any, batches: list[list[Any]]) -> list[int]:
     """Per batch, the read-model items the batch leaves changed, each at its resulting size (a
     deleted item at the size it had). Folds with `InMemoryProjection` (the projection's own folds)."""
-    from escore.projection import InMemoryProjection
+    from escore.memory_projection import InMemoryProjection
 
     touched: dict[tuple[str, str], dict[str, Any] | None] = {}
     projection: Any = None

@@ -100,10 +100,6 @@ class ApplyResult:
     duplicates: int = 0  # deliveries whose every write was applied before (or given twice in this call)
     failed: list[Failure] = field(default_factory=list)
 
-    @property
-    def failed_event_ids(self) -> set[str]:
-        return {failure.event_id for failure in self.failed}
-
 
 # --- the engine ---------------------------------------------------------------------------
 
