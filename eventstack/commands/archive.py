@@ -1,10 +1,12 @@
-"""`eventstack archive verify SERVICE`: compare a service's event store with the archive (CONTRACT §6)."""
+"""`eventstack archive verify SERVICE`: compare a service's event store with the archive (docs/replay.md)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+
+from eventstack.commands import reason
 
 app = typer.Typer(help="The event archive in S3: check it against the event stores.", no_args_is_help=True)
 
@@ -35,6 +37,7 @@ def verify(
     3 an archive object could not be read (the events only it held are counted missing too).
     """
     from rich.console import Console
+    from rich.markup import escape
 
     from escore.dynamodb_store import DynamoDBEventStore
     from eventstack import resources
@@ -53,7 +56,7 @@ def verify(
             since=parse_time(since) if since else None, until=parse_time(until) if until else None, grace=grace,
         )
     except (resources.ResourceError, KeyError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(reason(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     for sample in result.missing_samples:
         err.print(f"missing: {sample}")

@@ -1,10 +1,12 @@
-"""`eventstack dlq list|redrive`: the event source mappings' dead-letter queues (CONTRACT §6)."""
+"""`eventstack dlq list|redrive`: the event source mappings' dead-letter queues (docs/replay.md)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+
+from eventstack.commands import reason
 
 app = typer.Typer(help="Dead-letter queues of the event source mappings: list them, send them back.",
                   no_args_is_help=True)
@@ -39,7 +41,7 @@ def list_(
     try:
         reports = _dead_letters(stage).list(peek=peek)
     except ResourceError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {reason(exc)}", err=True)
         raise typer.Exit(2) from None
     for report in reports:
         if report.url is None:
@@ -69,12 +71,14 @@ def redrive(
         names = [mapping] if mapping else sorted(dead.resources.dlqs, key=_order)
         reports = [dead.redrive(name, limit=limit, dry_run=dry_run) for name in names]
     except (ResourceError, KeyError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {reason(exc)}", err=True)
         raise typer.Exit(2) from None
     kept = 0
-    for report in reports:
-        if not (report.redriven or report.kept or report.problems):
-            continue
+    busy = [r for r in reports if r.redriven or r.kept or r.problems]
+    if not busy:
+        where = f"the DLQ of {mapping}" if mapping else "any DLQ"
+        typer.echo(f"nothing to redrive{' (dry run)' if dry_run else ''}: no message in {where}")
+    for report in busy:
         verb = "would redrive" if dry_run else "redriven"
         typer.echo(f"{report.mapping}: {report.records} record(s) read; {verb}: "
                    f"{report.kept if dry_run else report.redriven} message(s); kept: {0 if dry_run else report.kept}")

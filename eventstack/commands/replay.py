@@ -1,4 +1,4 @@
-"""`eventstack replay PROJECTION`: rebuild a projection from the archive (CONTRACT §6, docs/replay.md)."""
+"""`eventstack replay PROJECTION`: rebuild a projection from the archive (docs/replay.md)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ from typing import Annotated, Any
 
 import typer
 
+from eventstack.commands import reason
+from eventstack.topology import TOPOLOGY
+
+PROJECTIONS = ", ".join(projection.name for _, projection in TOPOLOGY.projections)
+
 StageOption = Annotated[
     str | None,
     typer.Option("--stage", envvar="EVENTSTACK_STAGE", help="Stage (dev, prod, ...); default: the one deployed."),
@@ -16,7 +21,7 @@ StageOption = Annotated[
 
 
 def replay(
-    projection: Annotated[str, typer.Argument(help="user_profiles, user_timeline, or any projection added later.")],
+    projection: Annotated[str, typer.Argument(help=f"The projection to rebuild: {PROJECTIONS}.")],
     since: Annotated[str | None, typer.Option(
         help="Archive partitions from this time (RFC 3339, UTC). A window that leaves archive objects out builds a "
              "table holding only the window: see --switch-partial.")] = None,
@@ -32,7 +37,8 @@ def replay(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted replay.")] = False,
     abandon: Annotated[bool, typer.Option("--abandon", help="Drop an unfinished replay (and its half-built table).")] = False,
     shard: Annotated[
-        str | None, typer.Option(help="i/n: replay the streams of the i-th of n hash ranges (n workers share the work).")
+        str | None, typer.Option(help="i/n, counting from 0 (0/n to n-1/n): replay the streams of hash range i of n; run n "
+                                   "workers, one per range, to share the work.")
     ] = None,
     drop_old: Annotated[bool, typer.Option("--drop-old", help="After switching, delete the table replaced.")] = False,
     drop_table: Annotated[
@@ -62,11 +68,11 @@ def replay(
     3 a --since/--until window that leaves archive objects out built a table holding only the window: not switched.
     """
     from rich.console import Console
+    from rich.markup import escape
 
     from eventstack import replay as engine
     from eventstack import resources
     from eventstack.archive import ArchiveError, parse_shard, parse_time
-    from eventstack.topology import TOPOLOGY
 
     err = Console(stderr=True)
     if into not in ("new", "in-place"):
@@ -106,7 +112,7 @@ def replay(
                 return
             summary = replayer.run()
     except (engine.ReplayError, resources.ResourceError, ArchiveError, KeyError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}")
+        err.print(f"[red]error:[/red] {escape(reason(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     if abandon:
         print(f"abandoned the replay into {summary.table}")

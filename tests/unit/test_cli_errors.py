@@ -5,8 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
+from typer.testing import CliRunner
+
+from eventstack.cli import app
+from eventstack.commands import dlq as dlq_command
+from eventstack.dlq import RedriveReport
 
 pytestmark = pytest.mark.unit
 
@@ -21,13 +27,15 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (("replay", "nope"), "no projection 'nope'; known: "),
+        (("replay", "nope"), "error: no projection 'nope'; known: hashtag_counts, user_profiles, user_timeline"),
         (("replay", "user_profiles", "--since", "yesterday"), "is not a time"),
         (("replay", "user_profiles", "--into", "sideways"), "--into takes new or in-place"),
-        (("archive", "verify", "nope"), "no service 'nope'"),
+        (("archive", "verify", "nope"), "error: no service 'nope'; known: posts, profiles"),
         (("replay", "user_profiles"), "set AWS_REGION"),  # no region, no credentials, no endpoint
         (("dlq", "list"), "set AWS_REGION"),
         (("local", "--port", "notaport"), "Invalid value for '--port'"),
+        (("replay", "user_profiles", "--shard", "4/4"), "--shard 4/4: need 0 <= i < n"),
+        (("replay", "user_profiles", "--resume", "true"), "unexpected extra argument(s) (true)"),
     ],
 )
 def test_bad_input_is_one_clear_error(args: tuple[str, ...], says: str) -> None:
@@ -35,6 +43,34 @@ def test_bad_input_is_one_clear_error(args: tuple[str, ...], says: str) -> None:
     assert done.returncode != 0
     assert "Traceback" not in done.stderr + done.stdout
     assert says in " ".join((done.stderr + done.stdout).split()), done.stderr
+
+
+def test_no_message_is_wrapped_in_quotes() -> None:
+    """A KeyError's str() is its argument's repr: the message is its argument, printed as it is."""
+    for args in (("replay", "nope"), ("archive", "verify", "nope")):
+        done = run(*args)
+        assert "error: \"" not in done.stderr and "error: '" not in done.stderr, done.stderr
+
+
+class FakeDeadLetters:
+    def __init__(self) -> None:
+        self.resources = SimpleNamespace(dlqs={"posts-publisher": "q1", "user_timeline-from-posts": "q2"})
+
+    def redrive(self, mapping: str, *, limit: int, dry_run: bool) -> RedriveReport:
+        return RedriveReport(mapping)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["dlq", "redrive", "--dry-run"], "nothing to redrive (dry run): no message in any DLQ"),
+    (["dlq", "redrive"], "nothing to redrive: no message in any DLQ"),
+    (["dlq", "redrive", "posts-publisher", "--dry-run"],
+     "nothing to redrive (dry run): no message in the DLQ of posts-publisher"),
+])
+def test_redrive_with_empty_queues_says_so(monkeypatch: pytest.MonkeyPatch, args: list[str], says: str) -> None:
+    monkeypatch.setattr(dlq_command, "_dead_letters", lambda stage: FakeDeadLetters())
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert done.output.strip() == says
 
 
 def test_help_lists_every_verb() -> None:
