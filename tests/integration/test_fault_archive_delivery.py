@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,17 +17,10 @@ from eventstack.local.faults import Faults, FaultSettings
 from eventstack.local.firehose import FirehoseDelivery
 from eventstack.local.plan import DeliveryPlan
 from eventstack.local.sources import Activity, KinesisSource
-from tests.integration.test_local_firehose import envelope, objects, run_until
+from tests.integration.test_local_firehose import envelope, moto, objects, run_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[MotoEmulation]:
-    emulation = MotoEmulation(port=0)
-    emulation.start()
-    yield emulation
-    emulation.stop()
+__all__ = ["moto"]  # the module-scoped emulation fixture, shared with test_local_firehose
 
 
 class FailingS3:
@@ -50,45 +42,45 @@ class FailingS3:
         return getattr(self._client, name)
 
 
-def delivery(aws: MotoEmulation, s3: Any = None, **kwargs: Any) -> tuple[FirehoseDelivery, str, str]:
-    kinesis = aws.client("kinesis")
+def delivery(moto: MotoEmulation, s3: Any = None, **kwargs: Any) -> tuple[FirehoseDelivery, str, str]:
+    kinesis = moto.client("kinesis")
     stream, bucket = f"s-{uuid.uuid4().hex[:8]}", f"b-{uuid.uuid4().hex[:8]}"
     kinesis.create_stream(StreamName=stream, ShardCount=1)
-    aws.client("s3").create_bucket(Bucket=bucket)
+    moto.client("s3").create_bucket(Bucket=bucket)
     arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
     found = FirehoseDelivery(DeliveryPlan("posts-archive", "posts", stream), KinesisSource(kinesis, stream, arn),
-                             s3 or aws.client("s3"), bucket, Activity(), interval=0, **kwargs)
+                             s3 or moto.client("s3"), bucket, Activity(), interval=0, **kwargs)
     return found, stream, bucket
 
 
-def publish(aws: MotoEmulation, stream: str, data: list[bytes]) -> None:
+def publish(moto: MotoEmulation, stream: str, data: list[bytes]) -> None:
     for i, item in enumerate(data):
-        aws.client("kinesis").put_record(StreamName=stream, Data=item, PartitionKey=f"k{i}")
+        moto.client("kinesis").put_record(StreamName=stream, Data=item, PartitionKey=f"k{i}")
 
 
 def lines(found: dict[str, bytes], prefix: str) -> list[bytes]:
     return [line + b"\n" for key, body in found.items() if key.startswith(prefix) for line in body.split(b"\n") if line]
 
 
-def test_a_flaky_s3_is_retried_until_every_record_is_archived(aws: MotoEmulation) -> None:
+def test_a_flaky_s3_is_retried_until_every_record_is_archived(moto: MotoEmulation) -> None:
     faults = Faults(FaultSettings(archive_put_failure=0.6, seed=2))
-    found, stream, bucket = delivery(aws, faults=faults)
+    found, stream, bucket = delivery(moto, faults=faults)
     published = [envelope(i) for i in range(12)]
     for i, data in enumerate(published):  # one delivery (one PutObject) per record
-        publish(aws, stream, [data])
+        publish(moto, stream, [data])
         run_until(found, lambda i=i: found.records_delivered == i + 1)
     assert faults.archive_puts_failed > 0 and found.failed_attempts > 0 and found.records_given_up == 0
-    assert set(lines(objects(aws, bucket), "events/service=posts/")) == set(published)
-    assert not [k for k in objects(aws, bucket) if k.startswith("errors/")]
+    assert set(lines(objects(moto, bucket), "events/service=posts/")) == set(published)
+    assert not [k for k in objects(moto, bucket) if k.startswith("errors/")]
 
 
-def test_past_the_retry_duration_the_records_go_under_errors_in_firehose_shape(aws: MotoEmulation) -> None:
+def test_past_the_retry_duration_the_records_go_under_errors_in_firehose_shape(moto: MotoEmulation) -> None:
     faults = Faults(FaultSettings(archive_put_failure=1.0, archive_retry_seconds=0.3))
-    found, stream, bucket = delivery(aws, faults=faults)
+    found, stream, bucket = delivery(moto, faults=faults)
     published = [envelope(i) for i in range(5)]
-    publish(aws, stream, published)
+    publish(moto, stream, published)
     run_until(found, lambda: found.records_delivered == 5)
-    stored = objects(aws, bucket)
+    stored = objects(moto, bucket)
     assert not [k for k in stored if k.startswith("events/")]
     keys = [k for k in stored if k.startswith("errors/")]
     assert keys and all(k.startswith("errors/service=posts/delivery-failed/year=") and "/hour=" in k for k in keys)
@@ -100,23 +92,23 @@ def test_past_the_retry_duration_the_records_go_under_errors_in_firehose_shape(a
     assert found.failed_attempts >= 1
 
 
-def test_while_even_the_error_prefix_fails_delivery_blocks_then_resumes(aws: MotoEmulation) -> None:
-    s3 = FailingS3(aws.client("s3"))
+def test_while_even_the_error_prefix_fails_delivery_blocks_then_resumes(moto: MotoEmulation) -> None:
+    s3 = FailingS3(moto.client("s3"))
     s3.failing = lambda key: True
-    found, stream, bucket = delivery(aws, s3=s3, retry_seconds=0.2)
+    found, stream, bucket = delivery(moto, s3=s3, retry_seconds=0.2)
     envelope_1, envelope_2 = envelope(1), envelope(2)
-    publish(aws, stream, [envelope_1, envelope_2])
+    publish(moto, stream, [envelope_1, envelope_2])
     run_until(found, lambda: any(k.startswith("errors/") for k in s3.refused))
     assert found.records_delivered == 0 and found.status()["pending"] == 2  # nothing dropped
     s3.failing = lambda key: False  # S3 back: the next attempt delivers to the data prefix as usual
     run_until(found, lambda: found.records_delivered == 2)
-    assert sorted(lines(objects(aws, bucket), "events/service=posts/")) == sorted([envelope_1, envelope_2])
+    assert sorted(lines(objects(moto, bucket), "events/service=posts/")) == sorted([envelope_1, envelope_2])
     assert found.records_given_up == 0
 
 
-def test_an_unreadable_record_counts_once_however_often_its_delivery_is_tried(aws: MotoEmulation) -> None:
+def test_an_unreadable_record_counts_once_however_often_its_delivery_is_tried(moto: MotoEmulation) -> None:
     """Defect: the count of error records went up on every attempt of a failing delivery."""
-    s3 = FailingS3(aws.client("s3"))
+    s3 = FailingS3(moto.client("s3"))
     attempts = {"n": 0}
 
     def fail_twice(key: str) -> bool:
@@ -124,9 +116,9 @@ def test_an_unreadable_record_counts_once_however_often_its_delivery_is_tried(aw
         return attempts["n"] <= 2
 
     s3.failing = fail_twice
-    found, stream, bucket = delivery(aws, s3=s3)
-    publish(aws, stream, [b"not json at all", envelope(1)])
+    found, stream, bucket = delivery(moto, s3=s3)
+    publish(moto, stream, [b"not json at all", envelope(1)])
     run_until(found, lambda: found.records_delivered == 2)
     assert len(s3.refused) == 2  # the first attempt failed whole: two objects refused
     assert found.status()["error_records"] == 1
-    assert len(lines(objects(aws, bucket), "errors/partitioning-failed/")) == 1
+    assert len(lines(objects(moto, bucket), "errors/partitioning-failed/")) == 1

@@ -8,7 +8,7 @@ after it is skipped, nothing before it is delivered again. Against moto's server
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,17 +16,10 @@ import pytest
 from eventstack.local.emulation import MotoEmulation
 from eventstack.local.faults import Faults, FaultSettings
 from eventstack.local.mappings import POLLER_RESTART_SECONDS, EventSourceMapping
-from tests.integration.test_local_mappings import Recorder, mapping, new_stream, put
+from tests.integration.test_local_mappings import Recorder, mapping, moto, new_stream, put
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[MotoEmulation]:
-    emulation = MotoEmulation(port=0)
-    emulation.start()
-    yield emulation
-    emulation.stop()
+__all__ = ["moto"]  # the module-scoped emulation fixture, shared with test_local_mappings
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
@@ -44,13 +37,13 @@ def first_batch_done(esm: EventSourceMapping, handler: Recorder) -> None:
         esm.tick()
 
 
-def test_the_successor_resumes_from_the_checkpoint(aws: MotoEmulation) -> None:
-    stream, arn = new_stream(aws)
+def test_the_successor_resumes_from_the_checkpoint(moto: MotoEmulation) -> None:
+    stream, arn = new_stream(moto)
     items = [f"r{i}" for i in range(1, 10)]
-    sequence_numbers = put(aws, stream, items)
+    sequence_numbers = put(moto, stream, items)
     handler = Recorder()
     faults = Faults(FaultSettings(seed=5))
-    esm = mapping(aws, stream, arn, handler, faults=faults, batch_size=3)
+    esm = mapping(moto, stream, arn, handler, faults=faults, batch_size=3)
     first_batch_done(esm, handler)
     state = next(iter(esm.reader.shards.values()))
     assert handler.data(handler.batches[0]) == ["r1", "r2", "r3"] and state.checkpoint == int(sequence_numbers[2])
@@ -77,28 +70,28 @@ def test_the_successor_resumes_from_the_checkpoint(aws: MotoEmulation) -> None:
     assert esm.status()["poller_kills"] == esm.status()["poller_restarts"] == 1
 
 
-def test_a_kill_before_any_checkpoint_starts_again_from_the_starting_position(aws: MotoEmulation) -> None:
-    stream, arn = new_stream(aws)
-    put(aws, stream, ["a", "b", "c", "d"])
+def killed_at_once(moto: MotoEmulation, items: list[str]) -> tuple[EventSourceMapping, Recorder]:
+    """A running mapping over `items` (one batch) whose first delivery kills its poller."""
+    stream, arn = new_stream(moto)
+    put(moto, stream, items)
     handler = Recorder()
     faults = Faults()
     faults.kill_next()
-    esm = mapping(aws, stream, arn, handler, faults=faults, batch_size=4)
+    esm = mapping(moto, stream, arn, handler, faults=faults, batch_size=len(items))
     esm.start()
+    return esm, handler
+
+
+def test_a_kill_before_any_checkpoint_starts_again_from_the_starting_position(moto: MotoEmulation) -> None:
+    esm, handler = killed_at_once(moto, ["a", "b", "c", "d"])
     wait_for(lambda: esm.records_done == 4)
     esm.stop()
     assert handler.data(handler.batches[-1]) == ["a", "b", "c", "d"]
     assert esm.kills == esm.restarts == 1
 
 
-def test_stop_while_a_successor_is_pending_starts_none(aws: MotoEmulation) -> None:
-    stream, arn = new_stream(aws)
-    put(aws, stream, ["x", "y"])
-    handler = Recorder()
-    faults = Faults()
-    faults.kill_next()
-    esm = mapping(aws, stream, arn, handler, faults=faults, batch_size=2)
-    esm.start()
+def test_stop_while_a_successor_is_pending_starts_none(moto: MotoEmulation) -> None:
+    esm, _handler = killed_at_once(moto, ["x", "y"])
     wait_for(lambda: esm.kills == 1)
     esm.stop()
     time.sleep(POLLER_RESTART_SECONDS + 0.3)
@@ -106,14 +99,14 @@ def test_stop_while_a_successor_is_pending_starts_none(aws: MotoEmulation) -> No
     assert esm._thread is not None and not esm._thread.is_alive()
 
 
-def test_random_kills_with_crashes_and_duplicates_deliver_everything(aws: MotoEmulation) -> None:
-    stream, arn = new_stream(aws)
+def test_random_kills_with_crashes_and_duplicates_deliver_everything(moto: MotoEmulation) -> None:
+    stream, arn = new_stream(moto)
     items = [f"k{i}" for i in range(40)]
-    put(aws, stream, items)
+    put(moto, stream, items)
     handler = Recorder()
     faults = Faults(FaultSettings(poller_kill=0.3, crash=0.2, duplicates=0.2, seed=9))
     dlq: list[dict[str, Any]] = []
-    esm = mapping(aws, stream, arn, handler, dlq=dlq, faults=faults, batch_size=4, max_retries=0)
+    esm = mapping(moto, stream, arn, handler, dlq=dlq, faults=faults, batch_size=4, max_retries=0)
     esm.start()
     wait_for(lambda: esm.records_done == 40, seconds=30)
     esm.stop()

@@ -1,0 +1,119 @@
+"""Every fault scenario of tests/e2e/fault_scenarios.py, asserted: at every consumer (relay, projection
+mapping, archive) the store's events split exactly into applied and dead-lettered, none lost, none
+applied twice; and each fault was really injected and did what it should. The figures of each run
+are written as JSON under the test's tmp path (the whole set: `python -m tests.e2e.fault_scenarios`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.fault_scenarios import SCENARIOS, Result, Scenario, run_scenario
+
+pytestmark = pytest.mark.e2e
+
+
+def projections(result: Result) -> list[str]:
+    return [a.consumer for a in result.accounts if a.kind == "projection"]
+
+
+def check_crash(result: Result) -> None:
+    assert result.figures["crashes_injected"] > 0
+    assert result.figures["retries"] >= result.figures["crashes_injected"]
+    assert not result.figures["dlq_messages"]  # injected crashes never use up retries
+
+
+def check_duplicates(result: Result) -> None:
+    assert result.figures["duplicates_delivered"] > 0
+    assert not result.figures["dlq_messages"]
+
+
+def check_poison(result: Result) -> None:
+    too_new = result.notes["poison"]["too_new_event"]
+    for name in projections(result):
+        account = result.account(name)
+        if account.source == "posts":  # the schema-99 event and the undecodable record, each alone
+            assert (account.dlq, account.other) == (1, 1), account
+            assert result.figures["dlq_messages"][name] == 2
+            assert account.applied == account.store - 1
+        else:
+            assert (account.dlq, account.other) == (0, 0), account
+    archive = result.account("archive:posts")
+    assert archive.applied == archive.store and archive.other == 1  # the undecodable record under errors/
+    relay = result.account("posts-publisher")
+    assert relay.applied == relay.store  # the schema-99 event is relayed like any other
+    assert too_new
+
+
+def check_kinesis_throttle(result: Result) -> None:
+    assert result.figures["put_records_throttled"] > 0
+    for service in ("posts", "profiles"):
+        relay = result.account(f"{service}-publisher")
+        assert relay.applied == relay.store and relay.double_applied == 0  # each event once on Kinesis
+
+
+def check_archive_flaky(result: Result) -> None:
+    assert result.figures["archive_puts_failed"] > 0
+    assert result.figures["archive_records_given_up"] == 0  # retried, then delivered
+    for service, found in result.notes["verify"].items():
+        assert (found["exit_code"], found["missing"]) == (0, 0), found
+        assert result.account(f"archive:{service}").applied == result.account(f"archive:{service}").store
+
+
+def check_archive_outage(result: Result) -> None:
+    given_up = result.figures["archive_records_given_up"]
+    assert given_up > 0
+    assert sum(result.account(f"archive:{s}").dlq for s in ("posts", "profiles")) == given_up
+    for service, found in result.notes["verify"].items():
+        archive = result.account(f"archive:{service}")
+        assert 0 < archive.dlq < archive.store  # the first round under errors/, the second archived
+        assert (found["exit_code"], found["missing"]) == (1, archive.dlq), found
+        assert found["named"] and all(" v" in line for line in found["named"])
+    assert all(result.account(name).applied == result.account(name).store for name in projections(result))
+
+
+def check_poller_kill(result: Result) -> None:
+    assert result.figures["pollers_killed"] > 0
+    assert result.figures["pollers_restarted"] == result.figures["pollers_killed"]
+    assert not result.figures["dlq_messages"]
+
+
+def check_stall(result: Result) -> None:
+    stall = result.notes["stall"]
+    assert stall["seconds"] >= 30
+    assert stall["answered_during"] > 0
+    assert stall["answered_during_503"] == stall["answered_during_503_with_retry_after"] == stall["answered_during"]
+    assert stall["first_503_after_stop_seconds"] < 15  # the API's own timeouts, not the stall, bound a request
+    assert stall["commands_with_two_posts"] == stall["commands_2xx_without_post"] == 0
+    assert stall["commands_finally_2xx"] > 0
+
+
+CHECKS: dict[str, Callable[[Result], None]] = {
+    "crash": check_crash,
+    "duplicates": check_duplicates,
+    "poison": check_poison,
+    "kinesis-throttle": check_kinesis_throttle,
+    "archive-flaky": check_archive_flaky,
+    "archive-outage": check_archive_outage,
+    "poller-kill": check_poller_kill,
+    "stall": check_stall,
+}
+
+
+def test_every_scenario_has_its_checks() -> None:
+    assert sorted(CHECKS) == sorted(s.name for s in SCENARIOS)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_the_store_is_applied_plus_dead_lettered_at_every_consumer(scenario: Scenario, tmp_path: Path) -> None:
+    result = run_scenario(scenario)
+    (tmp_path / f"{scenario.name}.json").write_text(json.dumps(result.as_dict(), indent=2, default=str))
+    unbalanced = [a.as_dict() for a in result.accounts if not a.balanced]
+    assert not unbalanced, unbalanced
+    assert {a.kind for a in result.accounts} == {"relay", "projection", "archive"}
+    assert all(a.store > 0 for a in result.accounts)
+    CHECKS[scenario.name](result)
