@@ -34,7 +34,6 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
 
-from escore.dynamodb_store import DynamoDBEventStore
 from escore.envelope import Envelope, EnvelopeError, decode
 from escore.projection import InMemoryProjection, ProjectionSpec
 from escore.upcasting import SchemaTooNew, upcasters
@@ -75,6 +74,7 @@ class Observed:
 
     status: dict[str, Any]
     stores: dict[str, list[Envelope]]  # service -> its events (unique by event_id)
+    undecodable: dict[str, int]  # service -> event items of its store that hold no envelope
     dead: dict[str, list[dict[str, Any]]]  # mapping -> the records its DLQ messages reference
     dlq_messages: dict[str, int]
 
@@ -94,12 +94,29 @@ def read_stream(kinesis: Any, stream: str) -> list[dict[str, Any]]:
     return records
 
 
+def store_events(stack: LocalStack, table: str) -> tuple[list[Envelope], int]:
+    """The envelopes of a store's event items, and how many event items hold none (a poison item:
+    `DynamoDBEventStore.iter_all` would stop at it)."""
+    events, bad = [], 0
+    for page in stack.client("dynamodb").get_paginator("scan").paginate(
+            TableName=table, ConsistentRead=True, FilterExpression="#kind = :event",
+            ExpressionAttributeNames={"#kind": "kind"}, ExpressionAttributeValues={":event": {"S": "event"}}):
+        for item in page["Items"]:
+            envelope = _decoded(item.get("envelope", {}).get("S", ""))
+            if envelope is None:
+                bad += 1
+            else:
+                events.append(envelope)
+    return events, bad
+
+
 def observe(stack: LocalStack) -> Observed:
     status = stack.status()
-    stores = {}
+    stores: dict[str, list[Envelope]] = {}
+    undecodable: dict[str, int] = {}
     for service in TOPOLOGY.services:
-        store = DynamoDBEventStore(status["tables"][service.event_store.logical_name], stack.client("dynamodb"))
-        stores[service.name] = list({e.event_id: e for e in store.iter_all()}.values())
+        events, bad = store_events(stack, status["tables"][service.event_store.logical_name])
+        stores[service.name], undecodable[service.name] = list({e.event_id: e for e in events}.values()), bad
     letters = DeadLetters(from_local_status(status), stack.client)
     dead: dict[str, list[dict[str, Any]]] = {}
     counts: dict[str, int] = {}
@@ -108,7 +125,7 @@ def observe(stack: LocalStack) -> Observed:
         counts[report.mapping] = len(report.failures)
         held = report.visible + report.in_flight
         assert held == len(report.failures), f"{report.mapping}: {held} DLQ messages, {len(report.failures)} read"
-    return Observed(status, stores, dead, counts)
+    return Observed(status, stores, undecodable, dead, counts)
 
 
 def _decoded(raw: bytes | str) -> Envelope | None:

@@ -52,6 +52,13 @@ class Run:
     users: list[str] = field(default_factory=list)
     posts: dict[str, int] = field(default_factory=dict)  # post id -> its version
     commands: Counter[int] = field(default_factory=Counter)  # answers by status
+    drains: list[float] = field(default_factory=list)  # seconds each POST /_local/drain took
+
+    def drain(self) -> dict[str, Any]:
+        started = time.monotonic()
+        status = self.stack.drain(timeout=DRAIN_TIMEOUT)
+        self.drains.append(time.monotonic() - started)
+        return status
 
 
 @dataclass(frozen=True)
@@ -127,10 +134,15 @@ def traffic(run: Run, *, users: int = 5, posts: int = 30, edits: int = 8, delete
 
 # -- scenario-specific faults ----------------------------------------------------------------
 def poison(run: Run) -> None:
-    """A newer writer's event (schema 99) in the posts store, and an undecodable record put straight
-    on the posts stream, between two rounds of traffic."""
+    """Between two rounds of traffic: a newer writer's event (schema 99) in the posts store, an
+    undecodable record put straight on the posts stream, and an event item holding no envelope in
+    the profiles store (its relay dead-letters it; drained before the second round, so that the
+    relay's failing batch holds only it)."""
     traffic(run)
     status = run.stack.status()
+    run.stack.client("dynamodb").put_item(TableName=status["tables"]["profiles_events"], Item={
+        "stream_id": {"S": f"user-{new_id()}"}, "version": {"N": "1"}, "kind": {"S": "event"},
+        "envelope": {"S": "{not an envelope"}})
     store = DynamoDBEventStore(status["tables"]["posts_events"], run.stack.client("dynamodb"))
     post_id = new_id()
     too_new = envelope(f"post-{post_id}", 1, "PostCreated",
@@ -139,7 +151,8 @@ def poison(run: Run) -> None:
     store.append(too_new.stream_id, 0, [too_new])
     run.stack.client("kinesis").put_record(StreamName=status["streams"]["posts"], Data=b"not an envelope\n",
                                            PartitionKey="poison")
-    run.notes["poison"] = {"too_new_event": too_new.event_id, "undecodable_records": 1}
+    run.notes["poison"] = {"too_new_event": too_new.event_id, "undecodable_records": 1, "undecodable_store_items": 1}
+    run.drain()
     traffic(run, users=1)
 
 
@@ -147,9 +160,8 @@ def archive_outage(run: Run) -> None:
     """Every archive PutObject fails (past the retry duration) for the first round of traffic, then S3
     recovers for the second."""
     traffic(run)
-    started = time.monotonic()
-    run.stack.drain(timeout=DRAIN_TIMEOUT)  # Firehose gives up on the first round's records meanwhile
-    run.notes["outage_seconds"] = round(time.monotonic() - started, 1)
+    run.drain()  # Firehose gives up on the first round's records meanwhile
+    run.notes["outage_seconds"] = round(run.drains[-1], 1)
     run.runtime.faults.settings = replace(run.runtime.faults.settings, archive_put_failure=0.0)
     traffic(run, users=1)
 
@@ -157,7 +169,8 @@ def archive_outage(run: Run) -> None:
 def verify_archives(run: Run) -> None:
     """`eventstack archive verify SERVICE` against the runtime, as a user runs it."""
     env = {**os.environ, "EVENTSTACK_LOCAL_URL": run.stack.api, "AWS_ENDPOINT_URL": run.stack.aws,
-           "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+           "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "COLUMNS": "200"}  # rich wraps its lines at 80 columns off a terminal, mid event id
     run.notes["verify"] = {}
     for service in ("posts", "profiles"):
         done = subprocess.run([sys.executable, "-m", "eventstack", "archive", "verify", service], cwd=REPO, env=env,
@@ -167,7 +180,7 @@ def verify_archives(run: Run) -> None:
             "exit_code": done.returncode,
             "missing": int(found.group(1)) if found else None,
             "named": [line.split("missing: ", 1)[1] for line in done.stderr.splitlines() if line.startswith("missing: ")],
-            "summary": done.stdout.strip(),
+            "summary": done.stdout.strip() or done.stderr.strip(),
         }
 
 
@@ -258,8 +271,8 @@ SCENARIOS = [
              FaultSettings(crash=0.3, seed=11)),
     Scenario("duplicates", "every batch delivered twice with P 0.5 (Lambda and Firehose)",
              FaultSettings(duplicates=0.5, seed=12)),
-    Scenario("poison", "a schema-99 event in the posts store; an undecodable record on the posts stream",
-             drive=poison),
+    Scenario("poison", "a schema-99 event in the posts store; an undecodable record on the posts stream; "
+             "an event item with no envelope in the profiles store", drive=poison, after_drain=verify_archives),
     Scenario("kinesis-throttle", "each PutRecords record throttled with P 0.3 (partial answers)",
              FaultSettings(kinesis_throttle=0.3, seed=14)),
     Scenario("archive-flaky", "archive PutObject fails with P 0.5 (S3 503 SlowDown); retry duration 300 s",
@@ -269,6 +282,10 @@ SCENARIOS = [
              after_drain=verify_archives),
     Scenario("poller-kill", "a poller thread dies part-way through a delivery with P 0.1, restarted from its checkpoint",
              FaultSettings(poller_kill=0.1, seed=17)),
+    Scenario("all-at-once", "crash 0.3, duplicates 0.3, poller kill 0.1, PutRecords throttle 0.3, archive PutObject "
+             "failure 0.3, together", FaultSettings(crash=0.3, duplicates=0.3, poller_kill=0.1, kinesis_throttle=0.3,
+                                                    archive_put_failure=0.3, seed=18),
+             drive=lambda run: (traffic(run), traffic(run, users=2))[-1]),
     Scenario("stall", f"the emulation's process stopped {STALL_SECONDS:g} s (SIGSTOP) while 4 clients send, then SIGCONT",
              drive=stall, after_drain=commands_applied_once),
 ]
@@ -293,7 +310,8 @@ def figures_of(status: dict[str, Any], run: Run, drain_seconds: float) -> dict[s
         "put_records_throttled": run.runtime.faults.throttled,
         "archive_puts_failed": run.runtime.faults.archive_puts_failed,
         "archive_records_given_up": sum(d["records_given_up"] for d in deliveries),
-        "drain_seconds": round(drain_seconds, 2),
+        "drain_seconds": round(drain_seconds, 2),  # every drain of the scenario, summed
+        "drains": len(run.drains),
     }
 
 
@@ -311,12 +329,10 @@ def run_scenario(chosen: Scenario) -> Result:
         run = Run(runtime, stack)
         started = time.monotonic()
         chosen.drive(run)
-        drain_started = time.monotonic()
-        status = stack.drain(timeout=DRAIN_TIMEOUT)
-        drained = time.monotonic() - drain_started
+        status = run.drain()
         chosen.after_drain(run)
         _observed, accounts = account_for(stack)
-        figures = figures_of(status, run, drained)
+        figures = figures_of(status, run, sum(run.drains))
         figures["seconds"] = round(time.monotonic() - started, 1)
         settings = {k: v for k, v in vars(chosen.settings).items() if v != getattr(FaultSettings(), k)}
         return Result(chosen.name, chosen.fault, settings, figures, accounts, run.notes)
@@ -334,22 +350,25 @@ def _per_source(result: Result, kind: str, field_name: str) -> str:
 
 
 def markdown(results: list[Result]) -> str:
-    head = ("| scenario | fault injected | events in store | applied by each projection mapping | in its DLQ "
-            "| archived (under errors/) | duplicates delivered | retries | lost | double-applied | time to drain |")
-    lines = [head, "|" + "---|" * 11]
+    """One row per scenario; "a + b" is posts + profiles; a consumer's figure appears once when every
+    consumer of that kind agrees (else "x/y": the distinct values)."""
+    head = ("| scenario | fault injected | events in store | relayed once (relay DLQ) | applied by each projection "
+            "mapping | in each projection mapping's DLQ | archived (under errors/) | duplicates delivered | retries "
+            "| lost | double-applied | time to drain |")
+    lines = [head, "|" + "---|" * 12]
     for r in results:
         stores = {a.source: a.store for a in r.accounts if a.kind == "relay"}
+        relay_dlq = sum(a.dlq + a.other for a in r.accounts if a.kind == "relay")
         other = any(a.other for a in r.accounts if a.kind == "projection")
         dlq = _per_source(r, "projection", "dlq") + (
             f" (+ {_per_source(r, 'projection', 'other')} not store events)" if other else "")
-        archived = _per_source(r, "archive", "applied")
         errors = sum(a.dlq for a in r.accounts if a.kind == "archive")
         lines.append(" | ".join([
             f"| {r.scenario}", r.fault, f"{stores['posts']} + {stores['profiles']}",
-            _per_source(r, "projection", "applied"), dlq, f"{archived} ({errors})",
-            str(r.figures["duplicates_delivered"]), str(r.figures["retries"]),
-            str(sum(a.lost for a in r.accounts)), str(sum(a.double_applied for a in r.accounts)),
-            f"{r.figures['drain_seconds']:.1f} s |",
+            f"{_per_source(r, 'relay', 'applied')} ({relay_dlq})", _per_source(r, "projection", "applied"), dlq,
+            f"{_per_source(r, 'archive', 'applied')} ({errors})", str(r.figures["duplicates_delivered"]),
+            str(r.figures["retries"]), str(sum(a.lost for a in r.accounts)),
+            str(sum(a.double_applied for a in r.accounts)), f"{r.figures['drain_seconds']:.1f} s |",
         ]))
     return "\n".join(lines)
 

@@ -46,7 +46,10 @@ def check_poison(result: Result) -> None:
     assert archive.applied == archive.store and archive.other == 1  # the undecodable record under errors/
     relay = result.account("posts-publisher")
     assert relay.applied == relay.store  # the schema-99 event is relayed like any other
-    assert too_new
+    relay = result.account("profiles-publisher")  # the item with no envelope: dead-lettered alone
+    assert (relay.applied, relay.dlq, relay.other) == (relay.store, 0, 1)
+    assert result.figures["dlq_messages"]["profiles-publisher"] == 1
+    assert too_new and result.notes["verify"]["posts"]["exit_code"] == 0  # the schema-99 event is archived too
 
 
 def check_kinesis_throttle(result: Result) -> None:
@@ -82,6 +85,13 @@ def check_poller_kill(result: Result) -> None:
     assert not result.figures["dlq_messages"]
 
 
+def check_all_at_once(result: Result) -> None:
+    figures = result.figures
+    assert figures["crashes_injected"] and figures["duplicates_delivered"] and figures["pollers_killed"]
+    assert figures["put_records_throttled"] and figures["archive_puts_failed"]
+    assert not figures["dlq_messages"] and figures["archive_records_given_up"] == 0
+
+
 def check_stall(result: Result) -> None:
     stall = result.notes["stall"]
     assert stall["seconds"] >= 30
@@ -100,6 +110,7 @@ CHECKS: dict[str, Callable[[Result], None]] = {
     "archive-flaky": check_archive_flaky,
     "archive-outage": check_archive_outage,
     "poller-kill": check_poller_kill,
+    "all-at-once": check_all_at_once,
     "stall": check_stall,
 }
 

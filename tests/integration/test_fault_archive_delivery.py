@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from typing import Any
 
@@ -122,3 +123,19 @@ def test_an_unreadable_record_counts_once_however_often_its_delivery_is_tried(mo
     assert len(s3.refused) == 2  # the first attempt failed whole: two objects refused
     assert found.status()["error_records"] == 1
     assert len(lines(objects(moto, bucket), "errors/partitioning-failed/")) == 1
+
+
+def test_a_poller_killed_mid_delivery_is_replaced_and_every_record_archived(moto: MotoEmulation) -> None:
+    faults = Faults()
+    faults.kill_next()  # the first delivery dies after writing part of its objects
+    found, stream, bucket = delivery(moto, faults=faults)
+    published = [envelope(i) for i in range(6)]
+    publish(moto, stream, published)
+    found.start()
+    deadline = time.monotonic() + 10
+    while found.records_delivered < 6:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    found.stop()
+    assert found.kills == found.restarts == 1
+    assert set(lines(objects(moto, bucket), "events/service=posts/")) == set(published)  # some maybe twice
