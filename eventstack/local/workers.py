@@ -178,6 +178,9 @@ class ApiWorkerPool:
 
     def _gone(self, slot: _Slot, worker: _Process) -> None:
         """`worker` has exited: report it once and replace it (whoever notices first: watcher or request)."""
+        if worker.process.returncode is None:  # exited, but its watcher has not reaped it yet
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.process.wait(STOP_GRACE_SECONDS)
         with slot.lock:
             if slot.current is not worker:  # handled already
                 return
@@ -220,7 +223,7 @@ class ApiWorkerPool:
                     if time.monotonic() < slot.restart_at:
                         raise WorkerDied(f"API worker {slot.index} keeps failing to start")
                     slot.current = worker = self._spawn(slot)
-                if worker.process.poll() is None:
+                if not _exited(worker.process):
                     return worker
             self._gone(slot, worker)  # died since it last served: not this invocation's fault
 
@@ -316,6 +319,17 @@ class ApiWorkerPool:
                     worker.process.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     worker.process.wait(1.0)
+
+
+def _exited(process: subprocess.Popen[bytes]) -> bool:
+    """Whether the child has exited, without reaping it (its watcher does) and without Popen's lock,
+    which the watcher holds while it waits: one waitid(WNOWAIT)."""
+    if process.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # reaped meanwhile
+        return True
 
 
 # -- the worker's side -------------------------------------------------------------------------
