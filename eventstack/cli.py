@@ -1,4 +1,4 @@
-"""The `eventstack` command line (CONTRACT §6). Each verb lives in eventstack/commands/."""
+"""The `eventstack` command line (docs/api.md, "The command line"). Each verb lives in eventstack/commands/."""
 
 from __future__ import annotations
 
