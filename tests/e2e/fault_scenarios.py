@@ -166,6 +166,13 @@ def archive_outage(run: Run) -> None:
     traffic(run, users=1)
 
 
+def rounds(run: Run) -> None:
+    """Three rounds of traffic, each drained: more Firehose deliveries (each one PutObject per service)."""
+    for i in range(3):
+        traffic(run, users=2 if i else 4, posts=12, edits=4, deletes=2, renames=1)
+        run.drain()
+
+
 def verify_archives(run: Run) -> None:
     """`eventstack archive verify SERVICE` against the runtime, as a user runs it."""
     env = {**os.environ, "EVENTSTACK_LOCAL_URL": run.stack.api, "AWS_ENDPOINT_URL": run.stack.aws,
@@ -220,7 +227,8 @@ def stall(run: Run) -> None:
     time.sleep(1.5)
     os.kill(pid, signal.SIGSTOP)
     stopped = time.monotonic() - started
-    time.sleep(STALL_SECONDS)
+    local_routes = probe_local_routes(run)  # the runtime's own routes, while the emulation is stopped
+    time.sleep(max(STALL_SECONDS - (time.monotonic() - started - stopped), 0))
     os.kill(pid, signal.SIGCONT)
     resumed = time.monotonic() - started
     time.sleep(2.0)
@@ -246,10 +254,26 @@ def stall(run: Run) -> None:
         "first_503_after_stop_seconds": round(min((a["answered_at"] - max(a["sent_at"], stopped)
                                                    for a in during if a["status"] == 503), default=0.0), 1),
         "slowest_answer_seconds": round(max((a["seconds"] for a in answers), default=0.0), 1),
+        "local_routes_during": local_routes,
         "retried_with_key": Counter(f"{r['first']} -> {r['again']} {r['error'] or ''}".strip() for r in retried),
         "answers": answers,
     }
     traffic(run, users=1)
+
+
+def probe_local_routes(run: Run) -> dict[str, str]:
+    """GET /_local/status (5 s allowed) and POST /_local/drain?timeout=2 (10 s allowed): what they
+    answer while the emulation does not."""
+    found = {}
+    for name, method, path, allowed in (("status", "GET", "/_local/status", 5.0),
+                                        ("drain_timeout_2", "POST", "/_local/drain?timeout=2", 10.0)):
+        sent = time.monotonic()
+        try:
+            answer = run.stack.call(method, path, timeout=allowed)
+            found[name] = f"{answer.status} after {time.monotonic() - sent:.1f} s"
+        except OSError:
+            found[name] = f"no answer within {allowed:g} s"
+    return found
 
 
 def commands_applied_once(run: Run) -> None:
@@ -276,12 +300,12 @@ SCENARIOS = [
     Scenario("kinesis-throttle", "each PutRecords record throttled with P 0.3 (partial answers)",
              FaultSettings(kinesis_throttle=0.3, seed=14)),
     Scenario("archive-flaky", "archive PutObject fails with P 0.5 (S3 503 SlowDown); retry duration 300 s",
-             FaultSettings(archive_put_failure=0.5, seed=15), after_drain=verify_archives),
+             FaultSettings(archive_put_failure=0.5, seed=15), drive=rounds, after_drain=verify_archives),
     Scenario("archive-outage", "every archive PutObject fails for the first round (retry duration 2 s), then S3 recovers",
              FaultSettings(archive_put_failure=1.0, archive_retry_seconds=2.0, seed=16), drive=archive_outage,
              after_drain=verify_archives),
-    Scenario("poller-kill", "a poller thread dies part-way through a delivery with P 0.1, restarted from its checkpoint",
-             FaultSettings(poller_kill=0.1, seed=17)),
+    Scenario("poller-kill", "a poller thread dies part-way through a delivery with P 0.2, restarted from its checkpoint",
+             FaultSettings(poller_kill=0.2, seed=17)),
     Scenario("all-at-once", "crash 0.3, duplicates 0.3, poller kill 0.1, PutRecords throttle 0.3, archive PutObject "
              "failure 0.3, together", FaultSettings(crash=0.3, duplicates=0.3, poller_kill=0.1, kinesis_throttle=0.3,
                                                     archive_put_failure=0.3, seed=18),
