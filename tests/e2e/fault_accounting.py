@@ -62,7 +62,10 @@ class Account:
 
     @property
     def balanced(self) -> bool:
-        return self.store == self.applied + self.dlq and not self.lost and not self.double_applied
+        """store = applied + DLQ, nothing lost or applied twice, and nothing else wrong (a relay: every
+        stream's events on Kinesis in version order)."""
+        return (self.store == self.applied + self.dlq and not self.lost and not self.double_applied
+                and not self.problems)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "balanced": self.balanced}
@@ -174,10 +177,15 @@ def relay_accounts(stack: LocalStack, observed: Observed) -> list[Account]:
         ids = {e.event_id for e in events}
         account = Account(service.publisher_function_name, "relay", service.name, store=len(ids))
         copies: Counter[str] = Counter()
+        last: dict[str, int] = {}  # stream_id -> the version last seen on its shard
         for record in read_stream(stack.client("kinesis"), observed.status["streams"][service.name]):
             envelope = _decoded(record["Data"])
             if envelope is not None and envelope.event_id in ids:
                 copies[envelope.event_id] += 1
+                if envelope.version <= last.get(envelope.stream_id, 0):
+                    account.problems.append(f"{envelope.stream_id} v{envelope.version} on Kinesis after "
+                                            f"v{last[envelope.stream_id]}")
+                last[envelope.stream_id] = max(envelope.version, last.get(envelope.stream_id, 0))
         dead, account.other = dead_events(observed, service.publisher_function_name, ids)
         account.applied = len(copies)
         account.double_applied = sum(n - 1 for n in copies.values())
@@ -258,8 +266,10 @@ def projection_accounts(stack: LocalStack, observed: Observed) -> list[Account]:
         expected, refused = fold(spec, kept)
         actual = table_items(stack, observed.status["tables"][projection.name])
         gaps = differences(expected, actual, owner)
+        orphan_lost, orphan_double, orphans = gaps.get("?", (0, 0, []))  # fields no source's fold sets
         for source, account in accounts.items():
             lost, double, what = gaps.get(source, (0, 0, []))
+            lost, double, what = lost + orphan_lost, double + orphan_double, what + orphans  # charged to each
             unapplied = sum(1 for e in refused if e.service == source)  # neither applied nor dead-lettered
             account.lost = lost + unapplied
             account.double_applied = double

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.fault_scenarios import SCENARIOS, Result, Scenario, run_scenario
+from tests.e2e.fault_scenarios import SCENARIOS, Result, Run, Scenario, run_scenario, traffic
+from tests.integration.projector_harness import scan
 
 pytestmark = pytest.mark.e2e
 
@@ -128,3 +129,37 @@ def test_the_store_is_applied_plus_dead_lettered_at_every_consumer(scenario: Sce
     assert {a.kind for a in result.accounts} == {"relay", "projection", "archive"}
     assert all(a.store > 0 for a in result.accounts)
     CHECKS[scenario.name](result)
+
+
+def tamper(run: Run) -> None:
+    """After the drain, what the faults must never cause, made by hand: a counter applied twice, a
+    timeline item lost, an archive object lost, an event put on Kinesis a second time."""
+    stack, status = run.stack, run.stack.status()
+    dynamodb = stack.client("dynamodb")
+    dynamodb.update_item(TableName=status["tables"]["user_profiles"],
+                         Key={"pk": {"S": f"user#{run.users[0]}"}, "sk": {"S": "profile"}},
+                         UpdateExpression="ADD post_count :one", ExpressionAttributeValues={":one": {"N": "1"}})
+    live_post = next(p for p, version in run.posts.items() if version == 1)
+    timeline = scan(dynamodb, status["tables"]["user_timeline"])
+    key = next(k for k in timeline if live_post in k[1] or live_post in k[0])
+    dynamodb.delete_item(TableName=status["tables"]["user_timeline"], Key={"pk": {"S": key[0]}, "sk": {"S": key[1]}})
+    archived = [k for k in stack.archive_keys() if k.startswith("events/service=profiles/")]
+    stack.client("s3").delete_object(Bucket=status["archive_bucket"], Key=archived[0])
+    event = next(e for e in stack.event_store("posts"))
+    stack.client("kinesis").put_record(StreamName=status["streams"]["posts"], PartitionKey=event["stream_id"],
+                                       Data=json.dumps(event, separators=(",", ":")).encode() + b"\n")
+
+
+def test_the_accounting_sees_what_it_must_never_see() -> None:
+    scenario = Scenario("tampered", "nothing injected; the results spoiled by hand after the drain",
+                        drive=lambda run: traffic(run, users=2, posts=6, edits=1, deletes=1, renames=1),
+                        after_drain=tamper)
+    result = run_scenario(scenario)
+    assert result.account("user_profiles-from-posts").double_applied == 1
+    assert result.account("user_timeline-from-posts").lost >= 1
+    assert result.account("archive:profiles").lost >= 1
+    assert result.account("posts-publisher").double_applied == 1
+    for name in ("user_profiles-from-posts", "user_timeline-from-posts", "archive:profiles", "posts-publisher"):
+        assert not result.account(name).balanced
+    untouched = [a for a in result.accounts if a.consumer in ("hashtag_counts-from-posts", "archive:posts")]
+    assert untouched and all(a.balanced for a in untouched)
