@@ -236,6 +236,7 @@ def stall(run: Run) -> None:
     for thread in clients:
         thread.join(120)
     during = [a for a in answers if stopped <= a["answered_at"] <= resumed]
+    caught_up = responsive(run)  # the emulation works off what queued up during the stall first
     refused = [a for a in answers if a["status"] == 503]
     time.sleep(max((float(a["retry_after"] or 1) for a in refused), default=0.0))  # as Retry-After asks
     with ThreadPoolExecutor(4) as pool:
@@ -255,10 +256,26 @@ def stall(run: Run) -> None:
                                                    for a in during if a["status"] == 503), default=0.0), 1),
         "slowest_answer_seconds": round(max((a["seconds"] for a in answers), default=0.0), 1),
         "local_routes_during": local_routes,
+        "seconds_until_responsive_after_resume": round(caught_up + 2.0, 1),
         "retried_with_key": Counter(f"{r['first']} -> {r['again']} {r['error'] or ''}".strip() for r in retried),
         "answers": answers,
     }
     traffic(run, users=1)
+
+
+def responsive(run: Run, within: float = 1.0, give_up: float = 120.0) -> float:
+    """Wait until GET /_local/status (which reads every DLQ's count from the emulation) answers within
+    `within` seconds; return how long that took."""
+    started = time.monotonic()
+    while time.monotonic() - started < give_up:
+        sent = time.monotonic()
+        try:
+            if run.stack.call("GET", "/_local/status", timeout=10).status == 200 and time.monotonic() - sent < within:
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return time.monotonic() - started
 
 
 def probe_local_routes(run: Run) -> dict[str, str]:

@@ -95,12 +95,12 @@ def check_all_at_once(result: Result) -> None:
 
 def check_stall(result: Result) -> None:
     stall = result.notes["stall"]
-    assert stall["seconds"] >= 30
-    assert stall["answered_during"] > 0
-    assert stall["answered_during_503"] == stall["answered_during_503_with_retry_after"] == stall["answered_during"]
-    assert stall["first_503_after_stop_seconds"] < 15  # the API's own timeouts, not the stall, bound a request
-    assert stall["commands_with_two_posts"] == stall["commands_2xx_without_post"] == 0
-    assert stall["commands_finally_2xx"] > 0
+    assert stall["seconds"] >= 30, stall
+    assert stall["answered_during"] > 0, stall
+    assert stall["answered_during_503"] == stall["answered_during_503_with_retry_after"] == stall["answered_during"], stall
+    assert stall["first_503_after_stop_seconds"] < 15, stall  # the API's own timeouts, not the stall, bound it
+    assert stall["commands_with_two_posts"] == stall["commands_2xx_without_post"] == 0, stall
+    assert stall["commands_finally_2xx"] > 0, stall
 
 
 CHECKS: dict[str, Callable[[Result], None]] = {
