@@ -36,9 +36,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def shared_python() -> str:
-    """An interpreter another user can run: the image's user must be able to read its standard library
-    (this venv's base may sit under /root, closed to others)."""
+def shared_python() -> str | None:
+    """An interpreter another user can run, with venv and ensurepip: the image's user must be able to
+    read its standard library (this venv's base may sit under /root, closed to others)."""
     candidates = [sys._base_executable, "/usr/bin/python3", "/usr/local/bin/python3"]  # type: ignore[attr-defined]
     for candidate in candidates:
         path = Path(candidate).resolve()
@@ -49,7 +49,7 @@ def shared_python() -> str:
                                  capture_output=True, text=True, timeout=60).stdout.strip()
         if ok and version == "True":
             return str(path)
-    return sys.executable
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,11 @@ def image() -> Iterator[dict[str, object]]:
     root = Path(tempfile.mkdtemp(prefix="eventstack-image-", dir="/tmp"))
     os.chmod(root, 0o755)
     try:
-        as_root = os.geteuid() == 0
-        python = shared_python() if as_root else sys.executable
+        # As root, run as the image's user, given an interpreter that user can run and setpriv to switch;
+        # otherwise as whoever runs the tests (then the check of the process's uid is left out).
+        shared = shared_python() if os.geteuid() == 0 and shutil.which("setpriv") else None
+        as_root = shared is not None
+        python = shared or sys.executable
         venv = root / "opt" / "venv"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV", "PYTHON"))}
         env.update({k: v for k, v in build.env().items() if k.startswith("PIP_")})
