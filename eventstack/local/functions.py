@@ -56,9 +56,20 @@ def load_build(path: str) -> Callable[..., Handler]:
     return build  # type: ignore[no-any-return]
 
 
+def powertools_environment(log_level: str) -> dict[str, str]:
+    """Powertools' settings for the handlers here: quiet unless --log-level debug. Its Logger reads them
+    when it is made, at the import of a handler module (escore.observability)."""
+    quiet = log_level.upper() != "DEBUG"
+    return {
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "eventstack",
+        "POWERTOOLS_METRICS_DISABLED": "true" if quiet else "false",
+        "POWERTOOLS_LOG_LEVEL": "WARNING" if quiet else "DEBUG",
+    }
+
+
 def process_environment(endpoint_url: str, log_level: str) -> dict[str, str]:
     """What the process needs so every handler's plain boto3.client(...) reaches the emulation."""
-    quiet = log_level.upper() != "DEBUG"
     return {
         "AWS_ENDPOINT_URL": endpoint_url,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -67,10 +78,7 @@ def process_environment(endpoint_url: str, log_level: str) -> dict[str, str]:
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_REGION": "us-east-1",
         "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_METRICS_NAMESPACE": "eventstack",
-        "POWERTOOLS_METRICS_DISABLED": "true" if quiet else "false",
-        "POWERTOOLS_LOG_LEVEL": "WARNING" if quiet else "DEBUG",
+        **powertools_environment(log_level),
     }
 
 

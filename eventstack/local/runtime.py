@@ -43,6 +43,7 @@ from eventstack.local.functions import (
     FunctionRegistry,
     apply_process_environment,
     load_build,
+    powertools_environment,
     process_environment,
     restore_process_environment,
 )
@@ -82,7 +83,13 @@ class LocalRuntime:
         this process; a `package.module:attribute` string is imported where the function runs (an API
         function's worker processes too)."""
         self.config = config or LocalConfig()
-        self.plan = plan or build_plan()
+        # Building the plan imports the API modules (their routes), and with them Powertools' Logger,
+        # which takes its level from the environment then: the runtime's, not the caller's.
+        previous = apply_process_environment(powertools_environment(self.config.log_level))
+        try:
+            self.plan = plan or build_plan()
+        finally:
+            restore_process_environment(previous)
         self.activity = Activity()
         self.faults = Faults(self.config.faults)
         handlers = dict(handlers or {})
