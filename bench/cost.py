@@ -227,7 +227,7 @@ def assemble(*, ledger: Ledger, plan: Plan, driver: Clients, event_items: Mappin
         changed: dict[str, int] = {}
         batches_count: dict[str, int] = {}
         for _, projection in TOPOLOGY.projections:
-            module = importlib.import_module(projection.handler.rpartition(".")[0])
+            module = importlib.import_module(projection.folds)
             raw = ledger.batches[workload].get(projection.function_name, [])
             batches = [envelopes_of(b) for b in raw]
             item_sizes = floor_changed_items(module.PROJECTION, batches)

@@ -18,7 +18,6 @@ import importlib
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from types import SimpleNamespace
 from typing import Any
 
 from bench import cost_units as units
@@ -95,13 +94,14 @@ def floor_changed_items(spec: Any, batches: list[list[Any]]) -> list[int]:
     """Per batch, the read-model items the batch leaves changed, each at its resulting size (a
     deleted item at the size it had). Folds with `InMemoryProjection` (the projection's own folds)."""
     from escore.memory_projection import InMemoryProjection
+    from escore.projection import ProjectionSpec
 
     touched: dict[tuple[str, str], dict[str, Any] | None] = {}
     projection: Any = None
 
     def wrap(fold: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapped(state: Any, event: Any) -> Any:
-            new_state, writes = fold(state, event)
+        def wrapped(state: Any, event: Any, envelope: Any) -> Any:
+            new_state, writes = fold(state, event, envelope)
             for write in writes:
                 if write.key not in touched:
                     touched[write.key] = copy.deepcopy(projection.items.get(write.key))
@@ -109,7 +109,7 @@ def floor_changed_items(spec: Any, batches: list[list[Any]]) -> list[int]:
 
         return wrapped
 
-    projection = InMemoryProjection(SimpleNamespace(name=spec.name, folds={t: wrap(f) for t, f in spec.folds.items()}))
+    projection = InMemoryProjection(ProjectionSpec(spec.name, {t: wrap(f) for t, f in spec.folds.items()}))
     seen: set[tuple[str, int]] = set()
     sizes: list[int] = []
     for batch in batches:
@@ -147,7 +147,7 @@ def run_full_batch(runtime: Any, ledger: Ledger, images: Images, records_by_serv
                                      AttributeDefinitions=described["AttributeDefinitions"],
                                      BillingMode="PAY_PER_REQUEST")
         env = {k: (table if v == live else v) for k, v in plan.env.items() if not k.endswith("_PARAMETER")}
-        module = importlib.import_module(plan.handler.rpartition(".")[0])
+        module = importlib.import_module(plan.handler.rpartition(".")[0])  # the core's projector handler
         per_source = [[records_by_service[s][i:i + batch_size] for i in range(0, len(records_by_service[s]), batch_size)]
                       for s in projection.sources]
         batches: list[list[dict[str, Any]]] = []

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from escore.envelope import Envelope
-from escore.upcasting import UpcasterRegistry, upcasters
+from escore.upcasting import UpcasterRegistry
 from eventstack.archive_gzip import iter_lines
 from eventstack.archive_layout import (
     ArchiveError,
@@ -49,7 +49,7 @@ from eventstack.archive_layout import (
 )
 from eventstack.archive_partition import Partition, ReadStats, build_partition
 from eventstack.archive_scan import ProgressFn, SpillBuckets, parse_shard, scan
-from eventstack.schemas import load_upcasters
+from eventstack.schemas import registry_of_services
 from eventstack.topology import TOPOLOGY
 
 # Re-exported from where they live, for the modules that import them from here: ArchiveError,
@@ -73,7 +73,7 @@ class ArchiveReader:
         source: ObjectSource | None = None,
         root: str = "events/",
         workers: int = 8,
-        upcaster: UpcasterRegistry = upcasters,
+        upcaster: UpcasterRegistry | None = None,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         spill_dir: str | Path | None = None,
     ) -> None:
@@ -84,9 +84,8 @@ class ArchiveReader:
         self.source = source
         self.root = root
         self.workers = max(1, workers)
-        self.upcaster = upcaster
-        if upcaster is upcasters:
-            load_upcasters(service.name for service in TOPOLOGY.services)
+        # default: every service's contract (a reader of the whole archive reads every stream)
+        self.upcaster = upcaster if upcaster is not None else registry_of_services(TOPOLOGY.services)
         self.memory_budget = memory_budget
         self.spill_root = Path(spill_dir) if spill_dir else None
 

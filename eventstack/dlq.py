@@ -46,7 +46,7 @@ from typing import Any
 from escore.control import read_control, read_coverage
 from escore.projection import position_of
 from escore.projector_lambda import NAMESPACE_KEY, namespace
-from escore.settings import ProjectionTable, PublisherSettings, ServiceSettings
+from escore.settings import ProjectionTable, ProjectorSettings, PublisherSettings
 from escore.tables import TableResolver
 from eventstack.loader import load_builder
 from eventstack.resources import Resources
@@ -230,7 +230,8 @@ class DeadLetters:
                 located = ProjectionTable.environment(projection.name, self.resources.table(projection.name), pointer)
                 active = TableResolver(located, projection.name, ssm_client=self.client("ssm"), cache_seconds=0)()
                 self.projector_tables[mapping] = active
-                env = {**ServiceSettings.environment(subscription.owner), **ProjectionTable.environment(projection.name, active, None)}
+                env = {**ProjectorSettings.environment(subscription.owner, projection.folds),
+                       **ProjectionTable.environment(projection.name, active, None)}
                 built = load_builder(projection.handler)(env)
                 return built
         raise KeyError(f"no mapping {mapping!r}")

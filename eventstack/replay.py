@@ -54,7 +54,7 @@ from escore import control
 from escore.control import GATE_CACHE_SECONDS
 from escore.projection import REPLAYED, ProjectionSpec
 from escore.tables import TABLE_CACHE_SECONDS
-from escore.upcasting import UpcasterRegistry, upcasters
+from escore.upcasting import UpcasterRegistry
 from eventstack import replay_tables as tables
 from eventstack.archive import ArchiveReader
 from eventstack.archive_layout import floor_hour
@@ -63,7 +63,6 @@ from eventstack.replay_record import ReplayRecords
 from eventstack.replay_streams import read_cuts
 from eventstack.replay_summary import NoProgress, Progress, ReplaySummary
 from eventstack.resources import Resources
-from eventstack.schemas import load_upcasters
 from eventstack.topology import TOPOLOGY, Topology
 
 # REPLAYED lives in escore.projection; re-exported for bench/replay.py, which imports it from here.
@@ -83,13 +82,11 @@ class ReplayError(RuntimeError):
 
 
 def load_spec(name: str, topology: Topology = TOPOLOGY) -> ProjectionSpec:
-    """The projection's pure fold: `PROJECTION` of the module its Lambda handler lives in."""
+    """The projection's pure folds: `PROJECTION` of its folds module (the topology's `Projection.folds`)."""
     _, projection = topology.projection(name)
-    module = import_lambda_module(projection.handler.rsplit(".", 1)[0])
-    spec = getattr(module, "PROJECTION", None)
+    spec = getattr(import_lambda_module(projection.folds), "PROJECTION", None)
     if not isinstance(spec, ProjectionSpec) or spec.name != name:
-        raise ReplayError(f"{projection.handler}'s module has no PROJECTION named {name!r}")
-    load_upcasters(projection.sources)
+        raise ReplayError(f"{projection.folds} has no PROJECTION named {name!r}")
     return spec
 
 
@@ -139,7 +136,7 @@ class Replayer:
         *,
         topology: Topology = TOPOLOGY,
         spec: ProjectionSpec | None = None,
-        upcaster: UpcasterRegistry = upcasters,
+        upcaster: UpcasterRegistry | None = None,
         progress: Progress | None = None,
         hooks: Callable[[str], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -150,7 +147,7 @@ class Replayer:
         self.topology = topology
         _, self.projection = topology.projection(options.projection)
         self.spec = spec or load_spec(options.projection, topology)
-        self.upcaster = upcaster
+        self.upcaster = upcaster or self.spec.registry  # the contracts of the classes it folds
         self.progress = progress or NoProgress()
         self.hooks = hooks or (lambda _phase: None)
         self.clock = clock

@@ -1,17 +1,27 @@
-"""Loading the services' upcasting steps: importing `<service>.schemas` registers them.
+"""The services' event contracts, as the CLI's readers of several streams need them.
 
-Every reader of events imports the schemas of the services it reads (docs/decisions.md, "How the
-steps are registered everywhere"); the CLI's readers (the archive reader, replay) do it here, by
-service name, as the projector modules do by import.
+Each service publishes its events in its contract module (escore.contract), named by the topology
+(`Service.contract_module`); the archive reader upcasts every stream it reads with all of them,
+and replay upcasts with the contracts of the classes its projection folds (`ProjectionSpec.registry`).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 
+from escore.contract import EventContract, registry_of
+from escore.topology import Service
+from escore.upcasting import UpcasterRegistry
+from eventstack.loader import import_lambda_module
 
-def load_upcasters(services: Iterable[str]) -> None:
-    """Import each service's `<service>.schemas`, which registers its upcasting steps."""
-    for service in services:
-        importlib.import_module(f"{service}.schemas")
+
+def contract_of(service: Service) -> EventContract:
+    contract = getattr(import_lambda_module(service.contract_module), "CONTRACT", None)
+    if not isinstance(contract, EventContract):
+        raise TypeError(f"{service.contract_module} must define CONTRACT = EventContract(...)")
+    return contract
+
+
+def registry_of_services(services: Iterable[Service]) -> UpcasterRegistry:
+    """One registry with the upcast steps of every contract of `services`."""
+    return registry_of(contract_of(service) for service in services)

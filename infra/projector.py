@@ -9,7 +9,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from constructs import Construct
 
-from escore.settings import ServiceSettings
+from escore.settings import ProjectorSettings
 from eventstack.topology import Projection, Subscription
 from infra import mappings
 from infra.dead_letters import FailureQueue
@@ -43,7 +43,7 @@ class Projector(Construct):
                 handler=projection.handler,
                 service=owner,
                 description=f"Projects {', '.join(projection.sources)} events into {projection.name}",
-                environment=ServiceSettings.environment(owner),
+                environment=ProjectorSettings.environment(owner, projection.folds),
             ),
         )
         # <NAME>_TABLE, <NAME>_TABLE_PARAMETER, the pointer and every generation of the table.

@@ -12,40 +12,19 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from eventstack.loader import ensure_lambdas_importable, load_builder
 from eventstack.local.plan import FunctionPlan
 
 Handler = Callable[[dict[str, Any], Any], Any]
 # (function name, event) -> (result, whether the invocation was a cold start)
 RemoteInvoker = Callable[[str, dict[str, Any]], tuple[Any, bool]]
-LAMBDAS_DIR = Path(__file__).resolve().parents[2] / "lambdas"
-
-
-def ensure_lambdas_importable() -> None:
-    """lambdas/ is the asset root: its packages import each other as top-level packages."""
-    if LAMBDAS_DIR.is_dir() and str(LAMBDAS_DIR) not in sys.path:
-        sys.path.append(str(LAMBDAS_DIR))
-
-
-def load_builder(handler: str) -> Callable[..., Handler]:
-    """`posts.api.handler` -> the `build` function of module `posts.api`."""
-    module_name, _, _attribute = handler.rpartition(".")
-    ensure_lambdas_importable()
-    module = importlib.import_module(module_name)
-    build = getattr(module, "build", None)
-    if not callable(build):
-        raise RuntimeError(f"{module_name} has no build(env, **collaborators) (docs/architecture.md)")
-    return build  # type: ignore[no-any-return]
-
-
 def load_build(path: str) -> Callable[..., Handler]:
     """`package.module:attribute` -> that build function (a test's handler for a worker process)."""
     module_name, _, attribute = path.partition(":")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from escore import naming
-from escore.settings import ApiSettings, ProjectionTable, PublisherSettings, ServiceSettings
+from escore.settings import ApiSettings, ProjectionTable, ProjectorSettings, PublisherSettings
 from eventstack.topology import TOPOLOGY, MappingSettings, Table, Topology
 
 STAGE = naming.LOCAL_STAGE
@@ -148,7 +148,7 @@ def build_plan(topology: Topology = TOPOLOGY, archive_bucket: str = ARCHIVE_BUCK
                 projection.function_name,
                 projection.handler,
                 {
-                    **ServiceSettings.environment(service.name),
+                    **ProjectorSettings.environment(service.name, projection.folds),
                     **projection_env(projection.name, projection.table.logical_name),
                     **powertools_env(service.name),
                 },

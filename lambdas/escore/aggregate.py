@@ -29,13 +29,18 @@ from escore.store import (
     IdempotencyRecord,
     Snapshot,
 )
-from escore.upcasting import UpcasterRegistry, upcasters
+from escore.upcasting import Step
 
 
 class DomainEvent:
-    """Base of an aggregate's events: frozen dataclasses whose fields are the event's `data`."""
+    """Base of an aggregate's events: frozen dataclasses whose fields are the event's `data`.
+
+    `schema_version` is the schema this code writes and reads; `upcasts[n]` turns the data of
+    schema n into n + 1 (escore.contract gathers a service's events and their steps)."""
 
     type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+    upcasts: ClassVar[Mapping[int, Step]] = {}
 
     def to_data(self) -> dict[str, Any]:
         fields: dict[str, Any] = dataclasses.asdict(cast(Any, self))
@@ -205,7 +210,6 @@ class Repository(Generic[A]):
         service: str,
         *,
         snapshot_every: int = 0,
-        registry: UpcasterRegistry = upcasters,
         clock: Callable[[], str] = utc_now,
         ids: Callable[[], str] = new_id,
     ) -> None:
@@ -215,7 +219,6 @@ class Repository(Generic[A]):
         self.aggregate_type = aggregate_type
         self.service = service
         self.snapshot_every = snapshot_every
-        self.registry = registry
         self.clock = clock
         self.ids = ids
 
@@ -288,7 +291,7 @@ class Repository(Generic[A]):
                 stream_id=aggregate.stream_id,
                 version=expected + offset,
                 type=event.type,
-                schema_version=self.registry.current_version(event.type),
+                schema_version=event.schema_version,
                 service=self.service,
                 occurred_at=occurred_at,
                 data=event.to_data(),
@@ -312,7 +315,7 @@ class Repository(Generic[A]):
 
     # helpers
     def _fold(self, aggregate: A, envelope: Envelope) -> None:
-        envelope = self.registry.upcast(envelope)
+        # Upcast once, by the store's `read` (built with the service's contract), not again here.
         event_class = aggregate.event_class(envelope.type)
         if event_class is None:
             aggregate.skip(envelope.occurred_at)

@@ -1,10 +1,11 @@
 """What every service's API function is built from, so a service's `api.py` holds routes only.
 
-`ServiceApp(env, service)` parses the function's settings (escore.settings.ApiSettings) once, at
+`ServiceApp(env, CONTRACT)` parses the function's settings (escore.settings.ApiSettings) once, at
 cold start, and owns the parts each service used to assemble by hand:
 
 - the event store: DynamoDB, named by the settings, with the API's short timeouts (a stalled
-  DynamoDB is a timely 503); or the store a test passes;
+  DynamoDB is a timely 503), reading events upcast by the service's contract; or the store a
+  test passes;
 - `repository(Aggregate)`: the aggregate's repository on that store, with the snapshot setting;
 - `read_model(projection, Model)`: a read model on the projection's *active* table, resolved
   through escore.tables (a replay `--into new` may switch it) and built once per table;
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 from escore import naming
 from escore.aggregate import Aggregate, Repository
+from escore.contract import EventContract
 from escore.http import JsonApi
 from escore.runtime import ConfigError, api_client_config, aws_client
 from escore.settings import ApiSettings
@@ -32,13 +34,14 @@ class ServiceApp:
     def __init__(
         self,
         env: Mapping[str, str],
-        service: str,
+        contract: EventContract,
         *,
         store: EventStore | None = None,
         snapshot_every: int | None = None,
     ) -> None:
         self.env = env
-        self.settings = ApiSettings.from_env({naming.ENV_SERVICE: service, **env})
+        self.contract = contract
+        self.settings = ApiSettings.from_env({naming.ENV_SERVICE: contract.service, **env})
         self.service = self.settings.service_name
         self.snapshot_every = self.settings.snapshot_every if snapshot_every is None else snapshot_every
         self.store = store if store is not None else self._dynamodb_store()
@@ -49,7 +52,8 @@ class ServiceApp:
             raise ConfigError(f"environment variable {naming.ENV_EVENT_STORE_TABLE} is not set")
         from escore.dynamodb_store import DynamoDBEventStore  # boto3 only when no store is given
 
-        return DynamoDBEventStore(self.settings.event_store_table, aws_client("dynamodb", config=api_client_config()))
+        client = aws_client("dynamodb", config=api_client_config())
+        return DynamoDBEventStore(self.settings.event_store_table, client, self.contract.registry)
 
     def repository(self, aggregate_type: type[A]) -> Repository[A]:
         return Repository(self.store, aggregate_type, self.service, snapshot_every=self.snapshot_every)

@@ -36,7 +36,6 @@ from typing import Any
 import orjson
 from botocore.exceptions import ClientError
 
-from escore import upcasting
 from escore.envelope import Envelope, decode, encode
 from escore.runtime import aws_client
 from escore.store import (
@@ -94,8 +93,8 @@ class DynamoDBEventStore(EventStore):
     ) -> None:
         self._client = aws_client("dynamodb", client)
         self._table = table_name
-        # None: the application's registry, which the services fill at import.
-        self._upcasters = upcasters if upcasters is not None else upcasting.upcasters
+        # The service's contract's steps (escore.contract); None: events are read as stored.
+        self._upcasters = upcasters
         self._clock = clock  # wall-clock seconds: leases and TTLs are compared inside DynamoDB
         # stream_id -> a version whose item this store has seen: it exists for ever (see the docstring).
         self._known: OrderedDict[str, int] = OrderedDict()
@@ -210,7 +209,10 @@ class DynamoDBEventStore(EventStore):
         }
         while True:
             page = self._client.query(**request)
-            events.extend(self._upcasters.upcast(decode(item["envelope"]["S"])) for item in page["Items"])
+            if self._upcasters is None:
+                events.extend(decode(item["envelope"]["S"]) for item in page["Items"])
+            else:
+                events.extend(self._upcasters.upcast(decode(item["envelope"]["S"])) for item in page["Items"])
             if "LastEvaluatedKey" not in page:
                 if events:
                     self._saw(stream_id, events[-1].version)

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from escore.attributes import to_attr
 from escore.envelope import Envelope
 from escore.item_writes import item_key, owned_request, shared_request
-from escore.upcasting import SchemaTooNew, UpcasterRegistry, upcasters
+from escore.upcasting import SchemaTooNew, UpcasterRegistry
 from escore.writes import RECENT_PREFIX, VERSION_ATTRIBUTE, WATERMARK_PREFIX, Key, Write
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ class Projector:
         table: str | Callable[[], str],
         client: Any,
         *,
-        upcaster: UpcasterRegistry = upcasters,
+        upcaster: UpcasterRegistry | None = None,
         max_attempts: int = WRITE_ATTEMPTS,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
@@ -138,7 +138,7 @@ class Projector:
         self._table = table
         self.table_name = table if isinstance(table, str) else table()
         self._client = client
-        self._upcaster = upcaster
+        self._upcaster = upcaster or spec.registry  # default: the folded classes' contracts
         self._max_attempts = max_attempts
         self._sleep = sleep
         self._clock = clock
@@ -213,11 +213,10 @@ class Projector:
     # planning -------------------------------------------------------------------------------
 
     def _fold(self, event: Envelope) -> list[Write]:
-        current = self._upcaster.upcast(event)
-        fold = self.spec.folds.get(current.type)
-        if fold is None:
+        decoded = self.spec.decode(event, self._upcaster)
+        if decoded is None:
             return []
-        _, writes = fold({}, current)
+        _, writes = decoded.apply({})
         for write in writes:
             if not isinstance(write, Write):
                 raise TypeError(f"a fold returned {type(write).__name__}, not a Write")

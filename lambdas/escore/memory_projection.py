@@ -30,12 +30,12 @@ class InMemoryProjection:
         self.states: dict[str, StreamState] = {}
 
     def apply(self, events: Iterable[Envelope]) -> InMemoryProjection:
-        folds, items, states = self.spec.folds, self.items, self.states
+        decode, items, states = self.spec.decode, self.items, self.states
         for event in events:
-            fold = folds.get(event.type)
-            if fold is None:
+            decoded = decode(event)
+            if decoded is None:
                 continue
-            states[event.stream_id], writes = fold(states.get(event.stream_id, {}), event)
+            states[event.stream_id], writes = decoded.apply(states.get(event.stream_id, {}))
             for write in writes:
                 item = apply_write(items.get(write.key), write)
                 if item is None:

@@ -9,7 +9,6 @@ from collections.abc import Iterator, Sequence
 
 import orjson
 
-from escore import upcasting
 from escore.envelope import Envelope
 from escore.store import (
     IDEMPOTENCY_LEASE_SECONDS,
@@ -31,8 +30,8 @@ from escore.upcasting import UpcasterRegistry
 
 class InMemoryEventStore(EventStore):
     def __init__(self, upcasters: UpcasterRegistry | None = None) -> None:
-        # None: the application's registry, which the services fill at import.
-        self._upcasters = upcasters if upcasters is not None else upcasting.upcasters
+        # The service's contract's steps (escore.contract); None: events are read as stored.
+        self._upcasters = upcasters
         self._lock = threading.Lock()
         self._streams: dict[str, list[Envelope]] = {}
         self._claims: dict[tuple[str, str], str] = {}
@@ -73,7 +72,8 @@ class InMemoryEventStore(EventStore):
     def read(self, stream_id: str, from_version: int = 1) -> list[Envelope]:
         with self._lock:
             stored = list(self._streams.get(stream_id, [])[max(from_version, 1) - 1 :])
-        return [self._upcasters.upcast(event) for event in stored]
+        upcasters = self._upcasters
+        return stored if upcasters is None else [upcasters.upcast(event) for event in stored]
 
     def current_version(self, stream_id: str) -> int:
         with self._lock:

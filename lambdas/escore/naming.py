@@ -28,6 +28,10 @@ ENV_SERVICE = "SERVICE_NAME"
 ENV_EVENT_STORE_TABLE = "EVENT_STORE_TABLE"
 ENV_STREAM_NAME = "EVENT_STREAM_NAME"
 ENV_SNAPSHOT_EVERY = "SNAPSHOT_EVERY"
+ENV_PROJECTION_MODULE = "PROJECTION_MODULE"
+
+# Every projector runs this one handler, on the folds of the module its environment names.
+PROJECTOR_HANDLER = "escore.projector_lambda.handler"
 
 
 def projection_env_prefix(logical_name: str) -> str:
@@ -49,6 +53,11 @@ def table_parameter_env(logical_name: str) -> str:
 def api_handler(service: str) -> str:
     """A service's API function handler: `build` in `lambdas/<service>/api.py`, as `lazy(build)`."""
     return f"{service}.api.handler"
+
+
+def contract_module(service: str) -> str:
+    """A service's event contract (escore.contract): `lambdas/<service>/contract.py`."""
+    return f"{service}.contract"
 
 
 def event_store_table(service: str) -> str:

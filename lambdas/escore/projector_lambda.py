@@ -28,7 +28,7 @@ from escore.control import GATE_CACHE_SECONDS, GATE_WAIT_SECONDS, Gate
 from escore.engine import Delivery, Projector, position_of
 from escore.envelope import EnvelopeError, decode
 from escore.projection import ProjectionSpec
-from escore.runtime import Handler, aws_client
+from escore.runtime import ConfigError, Handler, aws_client, lazy
 
 NAMESPACE_KEY = "eventstackNamespace"  # an event's namespace override (a DLQ redrive's own)
 
@@ -159,3 +159,24 @@ def build_projector(
         return kinesis_handler(Projector(spec, resolver, dynamodb), logger)
     checked = Gate(dynamodb, resolver, cache_seconds=gate_cache_seconds, wait_seconds=gate_wait_seconds)
     return kinesis_handler(Projector(spec, checked.table, dynamodb), logger, gate=checked)
+
+
+def load_projection(module_name: str) -> ProjectionSpec:
+    """`PROJECTION` of a folds module (the topology's `Projection.folds`)."""
+    import importlib
+
+    spec = getattr(importlib.import_module(module_name), "PROJECTION", None)
+    if not isinstance(spec, ProjectionSpec):
+        raise ConfigError(f"{module_name} has no PROJECTION = ProjectionSpec(...)")
+    return spec
+
+
+def build(env: Mapping[str, str], *, client: Any = None, **options: Any) -> Handler:
+    """Every projector's handler: the folds of the module its settings name, on its table."""
+    from escore.settings import ProjectorSettings
+
+    settings = ProjectorSettings.from_env(env)
+    return build_projector(load_projection(settings.projection_module), env, client, **options)
+
+
+handler = lazy(build)

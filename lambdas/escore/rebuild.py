@@ -43,7 +43,7 @@ from escore.engine import RECENT_EVENTS, Delivery, event_tag, position_of
 from escore.envelope import Envelope
 from escore.item_writes import Expression, count_update, owned_request
 from escore.projection import ProjectionSpec, StreamState
-from escore.upcasting import UpcasterRegistry, upcasters
+from escore.upcasting import UpcasterRegistry
 from escore.writes import RECENT_PREFIX, WATERMARK_PREFIX, Key, Write
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,10 @@ class TableFold:
     Not thread-safe.
     """
 
-    def __init__(self, spec: ProjectionSpec, *, upcaster: UpcasterRegistry = upcasters,
+    def __init__(self, spec: ProjectionSpec, *, upcaster: UpcasterRegistry | None = None,
                  require_start: bool = True, origins: Mapping[str, tuple[str, str]] | None = None) -> None:
         self.spec = spec
-        self.upcaster = upcaster
+        self.upcaster = upcaster or spec.registry
         self.require_start = require_start
         self.origins = origins
         self.owned: dict[Key, OwnedItem] = {}
@@ -101,7 +101,7 @@ class TableFold:
         self.stats = FoldStats()
 
     def apply(self, events: Iterable[Envelope]) -> TableFold:
-        folds, versions, states, stats = self.spec.folds, self.versions, self.states, self.stats
+        decode, versions, states, stats = self.spec.decode, self.versions, self.states, self.stats
         for event in events:
             stream_id, version = event.stream_id, event.version
             last = versions.get(stream_id)
@@ -117,14 +117,13 @@ class TableFold:
                 stats.gaps.append(f"{stream_id}: version {expected} missing (next is {version})")
                 continue
             try:
-                current = self.upcaster.upcast(event)
-                fold = folds.get(current.type)
-                if fold is None:
+                decoded = decode(event, self.upcaster)
+                if decoded is None:
                     writes: list[Write] = []
                 else:
-                    states[stream_id], writes = fold(states.get(stream_id, {}), current)
+                    states[stream_id], writes = decoded.apply(states.get(stream_id, {}))
                     self._check(writes)
-                    self._keep(stream_id, version, writes, current)
+                    self._keep(stream_id, version, writes, decoded.envelope)
             except Exception as exc:
                 self.broken.add(stream_id)
                 stats.failed += 1

@@ -110,6 +110,17 @@ class PublisherSettings(_Settings):
         }
 
 
+class ProjectorSettings(_Settings):
+    """A projector: the module of its projection's folds (escore.projector_lambda runs them).
+    (Its service name is only for logs and metrics, which Powertools reads itself.)"""
+
+    projection_module: str = Field(min_length=1, validation_alias=naming.ENV_PROJECTION_MODULE)
+
+    @staticmethod
+    def environment(service: str, projection_module: str = "") -> dict[str, str]:
+        return {**ServiceSettings.environment(service), naming.ENV_PROJECTION_MODULE: projection_module}
+
+
 class ProjectionTable(_Settings):
     """A projection's table as a function that reads or writes it finds it (escore.tables).
 

@@ -53,7 +53,7 @@ class Projection:
     """A read model: one table, one projector function, fed by the streams of `sources`."""
 
     name: str  # e.g. "user_profiles"; also the table's logical name
-    handler: str
+    folds: str  # the module of its folds, holding `PROJECTION = ProjectionSpec(...)`, e.g. "likes.folds"
     sources: tuple[str, ...]  # services whose Kinesis streams feed it
     mapping: MappingSettings = PROJECTOR_MAPPING
 
@@ -65,6 +65,11 @@ class Projection:
     @property
     def function_name(self) -> str:
         return naming.projector_function(self.name)
+
+    @property
+    def handler(self) -> str:
+        """Every projector's handler is the core's (escore.projector_lambda), on `folds`."""
+        return naming.PROJECTOR_HANDLER
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,11 @@ class Service:
     @property
     def api_handler(self) -> str:
         return naming.api_handler(self.name)
+
+    @property
+    def contract_module(self) -> str:
+        """The module of its published events, `CONTRACT = EventContract(...)`; consumers depend on it alone."""
+        return naming.contract_module(self.name)
 
     @property
     def routes(self) -> tuple[Route, ...]:

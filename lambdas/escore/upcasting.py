@@ -1,7 +1,8 @@
 """Upcasting: raise an event's `data` from the schema it was written at to the one the code reads.
 
-A registry of per-type steps (`schema_version n -> n+1`). It is applied wherever events are
-read: the store's `read`, the projectors (Kinesis), and the archive reader (replay).
+A registry of per-type steps (`schema_version n -> n+1`), made from event contracts
+(escore.contract, where each step is declared beside its event class). It is applied wherever
+events are read: the store's `read`, the projectors (Kinesis), and the archive reader (replay).
 An event whose schema is newer than the code knows is an error (`SchemaTooNew`), never
 silently read with the wrong shape.
 """
@@ -52,6 +53,3 @@ class UpcasterRegistry:
             data = steps[(event_type, version)](dict(data))
         return with_data(event, data, target)
 
-
-# The application's registry: each service module registers its steps here at import.
-upcasters = UpcasterRegistry()

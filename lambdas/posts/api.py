@@ -9,7 +9,7 @@
 Reads of a post fold the Post from the event store (strongly consistent): a GET reflects every
 command answered before it. `GET /tags/{tag}` reads the `hashtag_counts` projection (eventually
 consistent, CONTRACT §3): the tag is matched case-insensitively and answered lower-cased (the rule
-is `posts.schemas.hashtags`), 422 when it cannot be a tag, `post_count` 0 for a tag never seen. The routes parse (pydantic), make one call into `PostCommands`, and return
+is `posts.contract.hashtags`), 422 when it cannot be a tag, `post_count` 0 for a tag never seen. The routes parse (pydantic), make one call into `PostCommands`, and return
 its answer; escore.http does the rest (errors, idempotency, correlation ids).
 """
 
@@ -23,17 +23,16 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import Field, StrictInt, StrictStr
 
 from escore.aggregate import CommandContext, Repository, canonical_uuid
+from escore.app import ServiceApp
 from escore.envelope import new_id
 from escore.http import validation_error
 from escore.models import Answer, Body
 from escore.runtime import Handler, lazy
-from escore.app import ServiceApp
 from escore.store import EventStore
+from posts.contract import CONTRACT, MAX_TAG_LENGTH, normalize_tag
 from posts.domain import KIND, Post
 from posts.readmodels import HashtagReadModel
-from posts.schemas import MAX_TAG_LENGTH, normalize_tag
 
-SERVICE = "posts"
 HASHTAG_COUNTS = "hashtag_counts"  # the projection this API reads (GET /tags/{tag})
 
 Text = Annotated[StrictStr, Field(min_length=1, max_length=2000)]
@@ -138,7 +137,7 @@ def build(
     snapshot_every: int | None = None,
 ) -> Handler:
     """The posts API handler, on its event store and the `hashtag_counts` read model (escore.app)."""
-    app = ServiceApp(env, SERVICE, store=store, snapshot_every=snapshot_every)
+    app = ServiceApp(env, CONTRACT, store=store, snapshot_every=snapshot_every)
     commands = PostCommands(app.repository(Post))
     counts = app.read_model(HASHTAG_COUNTS, HashtagReadModel, hashtags)
     api = app.api

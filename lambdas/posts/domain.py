@@ -6,64 +6,19 @@ PostCreated and PostEdited carry `tags`, always `hashtags(text)`, derived in `to
 event can never carry tags that disagree with its text. PostEdited (schema 3) and PostDeleted
 (schema 2) also carry what their consumers would otherwise have to remember per post: the post's
 `author_id` and `created_at`, and the tags the edit replaces (`previous_tags`) or the deletion
-removes (`tags`). Projections then fold each event alone (`escore.projection`). Importing
-`posts.schemas` here registers the upcasting steps, so the repository stamps the current schemas
-and reads old events upcast.
+removes (`tags`). Projections then fold each event alone (`escore.projection`). The events
+are the service's contract (`posts.contract`), with their schemas and upcast steps.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from escore.aggregate import Aggregate, AggregateNotFound, DomainEvent, VersionConflict
-from posts.schemas import hashtags
+from posts.contract import PostCreated, PostDeleted, PostEdited, hashtags
 
 KIND = "post"
-
-
-@dataclass(frozen=True)
-class TaggedText(DomainEvent):
-    """An event that carries a post's text, and so its `tags` (schema 2), derived from the text."""
-
-    text: str
-
-    @property
-    def tags(self) -> list[str]:
-        return hashtags(self.text)
-
-    def to_data(self) -> dict[str, Any]:
-        data = {name: value for name, value in super().to_data().items() if value is not None}
-        return {**data, "tags": self.tags}
-
-
-@dataclass(frozen=True, kw_only=True)
-class PostCreated(TaggedText):
-    type = "PostCreated"
-    post_id: str
-    author_id: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class PostEdited(TaggedText):
-    type = "PostEdited"
-    # Schema 3; absent (None) in events written before it.
-    author_id: str | None = None
-    created_at: str | None = None
-    previous_tags: list[str] | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class PostDeleted(DomainEvent):
-    type = "PostDeleted"
-    # Schema 2; absent (None) in events written before it.
-    author_id: str | None = None
-    created_at: str | None = None
-    tags: list[str] | None = None
-
-    def to_data(self) -> dict[str, Any]:
-        return {name: value for name, value in super().to_data().items() if value is not None}
 
 
 class Post(Aggregate):

@@ -5,6 +5,6 @@ from escore.topology import Projection, Service
 SERVICE = Service(
     name="posts",
     projections=(
-        Projection("hashtag_counts", "posts.projectors.hashtag_counts.handler", ("posts",)),
+        Projection("hashtag_counts", "posts.projectors.hashtag_counts", ("posts",)),
     ),
 )

@@ -20,16 +20,16 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import Field, StrictInt, StrictStr
 
 from escore.aggregate import AggregateNotFound, CommandContext, Repository, canonical_uuid
+from escore.app import ServiceApp
 from escore.envelope import new_id
 from escore.http import validation_error
 from escore.models import Answer, Body
 from escore.runtime import Handler, lazy
-from escore.app import ServiceApp
 from escore.store import EventStore
+from profiles.contract import CONTRACT
 from profiles.domain import KIND, User
 from profiles.readmodels import InvalidCursor, ProfileReadModel, TimelineReadModel
 
-SERVICE = "profiles"
 USER_PROFILES = "user_profiles"  # the projections this API reads
 
 USER_TIMELINE = "user_timeline"
@@ -154,7 +154,7 @@ def build(
     snapshot_every: int | None = None,
 ) -> Handler:
     """The profiles API handler, on its event store and two read models (escore.app)."""
-    app = ServiceApp(env, SERVICE, store=store, snapshot_every=snapshot_every)
+    app = ServiceApp(env, CONTRACT, store=store, snapshot_every=snapshot_every)
     commands = UserCommands(
         app.repository(User),
         app.read_model(USER_PROFILES, ProfileReadModel, profiles),

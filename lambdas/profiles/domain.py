@@ -7,29 +7,14 @@ the handle the store must write with them); `apply` folds events into state.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import profiles.schemas  # noqa: F401  (registers the profiles upcasting steps)
 from escore.aggregate import Aggregate, AggregateNotFound, DomainEvent, VersionConflict
 from escore.store import Claim
+from profiles.contract import DisplayNameChanged, UserRegistered
 
 KIND = "user"
 HANDLE_CLAIM = "handle"  # the claim's scope; a taken handle answers 409 "handle_taken"
-
-
-@dataclass(frozen=True)
-class UserRegistered(DomainEvent):
-    type = "UserRegistered"
-    user_id: str
-    handle: str
-    display_name: str
-
-
-@dataclass(frozen=True)
-class DisplayNameChanged(DomainEvent):
-    type = "DisplayNameChanged"
-    display_name: str
 
 
 class User(Aggregate):

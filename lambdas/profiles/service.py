@@ -5,7 +5,7 @@ from escore.topology import Projection, Service
 SERVICE = Service(
     name="profiles",
     projections=(
-        Projection("user_profiles", "profiles.projectors.user_profiles.handler", ("profiles", "posts")),
-        Projection("user_timeline", "profiles.projectors.user_timeline.handler", ("posts",)),
+        Projection("user_profiles", "profiles.projectors.user_profiles", ("profiles", "posts")),
+        Projection("user_timeline", "profiles.projectors.user_timeline", ("posts",)),
     ),
 )

@@ -36,12 +36,13 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from escore.envelope import Envelope, EnvelopeError, decode
 from escore.projection import InMemoryProjection, ProjectionSpec
-from escore.upcasting import SchemaTooNew, upcasters
+from escore.upcasting import SchemaTooNew
 from eventstack.dlq import DeadLetters
 from eventstack.resources import from_local_status
 from eventstack.topology import TOPOLOGY
 from tests.e2e.local_stack import LocalStack
 from tests.integration.projector_harness import live, scan
+from tests.support.projectors import upcasters
 
 Key = tuple[str, str]
 

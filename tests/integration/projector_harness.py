@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 from escore.envelope import Envelope, encode_record, format_timestamp, new_id
 from escore.readmodel import is_tombstone
 from escore.writes import VERSION_ATTRIBUTE
-from posts.schemas import hashtags
+from posts.contract import hashtags
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -366,12 +366,12 @@ def planned_requests(spec: Any, batches: list[list[dict[str, Any]]]) -> int:
         shared: set[tuple[tuple[str, str], str]] = set()
         for record in batch:
             event = decode(base64.b64decode(record["kinesis"]["data"]))
-            fold = spec.folds.get(event.type)
-            if fold is None:
-                continue
-            from escore.upcasting import upcasters
+            from tests.support.projectors import upcasters
 
-            _, writes = fold({}, upcasters.upcast(event))
+            decoded = spec.decode(event, upcasters)
+            if decoded is None:
+                continue
+            _, writes = decoded.apply({})
             for write in writes:
                 if write.shared:
                     shared.add((write.key, record["eventSourceARN"] + record["eventID"].partition(":")[0]))

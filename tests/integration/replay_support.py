@@ -9,14 +9,13 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import posts.schemas  # noqa: F401  registers the posts upcasting steps (fold upcasts)
 from escore.envelope import Envelope, encode_record, format_timestamp
 from escore.memory_projection import InMemoryProjection
 from escore.projection import ProjectionSpec
 from escore.readmodel import from_item, is_tombstone
-from escore.upcasting import upcasters
 from eventstack.archive_layout import hour_prefix
-from posts.schemas import hashtags
+from posts.contract import hashtags
+from tests.support.projectors import upcasters
 
 Handler = Callable[[dict[str, Any], Any], Any]
 

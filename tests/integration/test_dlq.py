@@ -24,6 +24,7 @@ from eventstack.local.emulation import tuned_moto_dynamodb
 from eventstack.replay import Clients, Replayer, ReplayOptions, load_spec
 from posts.projectors import hashtag_counts
 from profiles.projectors import user_profiles
+from tests.support.projectors import build_of
 
 pytestmark = pytest.mark.integration
 REGION_ACCOUNT = "us-east-1:123456789012"
@@ -168,11 +169,11 @@ def dead_letter_a_batch(aws: dict[str, Any], module: Any, table: str, events: li
     for item in events:
         aws["kinesis"].put_record(StreamName="posts-events", Data=encode_record(item), PartitionKey=item.stream_id)
     env = {f"{table.upper()}_TABLE": table}
-    live = LiveMapping(aws["kinesis"], "posts-events", module.build(env, client=aws["dynamodb"]), batch_size=20)
+    live = LiveMapping(aws["kinesis"], "posts-events", build_of(module)(env, client=aws["dynamodb"]), batch_size=20)
     shard = aws["kinesis"].list_shards(StreamName="posts-events")["Shards"][0]["ShardId"]
     live.step()
     live.step()
-    working, live.handler = live.handler, module.build(env, client=FailingWrites(aws["dynamodb"]))
+    working, live.handler = live.handler, build_of(module)(env, client=FailingWrites(aws["dynamodb"]))
     for _attempt in range(3):  # retried from its first failed record, failing each time
         live.step()
     batch = live.batch(shard, 20)  # what Lambda sends to the DLQ, and moves on from

@@ -28,7 +28,6 @@ from escore.envelope import Envelope, decode
 from escore.memory_projection import InMemoryProjection
 from escore.projection import ProjectionSpec
 from escore.readmodel import from_item
-from escore.upcasting import upcasters
 from eventstack.local.emulation import tuned_moto_dynamodb
 from eventstack.topology import TOPOLOGY
 from posts.projectors import hashtag_counts
@@ -45,6 +44,7 @@ from tests.integration.projector_harness import (
 )
 from tests.integration.test_hashtag_counts import post_streams
 from tests.support.aws import create_table
+from tests.support.projectors import build_of, upcasters
 
 pytestmark = pytest.mark.integration
 
@@ -58,9 +58,9 @@ class Case:
 
 
 CASES = [
-    Case("user_profiles", user_profiles.PROJECTION, user_profiles.build, ("profiles", "posts")),
-    Case("user_timeline", user_timeline.PROJECTION, user_timeline.build, ("posts",)),
-    Case("hashtag_counts", hashtag_counts.PROJECTION, hashtag_counts.build, ("posts",)),
+    Case("user_profiles", user_profiles.PROJECTION, build_of(user_profiles), ("profiles", "posts")),
+    Case("user_timeline", user_timeline.PROJECTION, build_of(user_timeline), ("posts",)),
+    Case("hashtag_counts", hashtag_counts.PROJECTION, build_of(hashtag_counts), ("posts",)),
 ]
 
 

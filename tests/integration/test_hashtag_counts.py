@@ -19,13 +19,12 @@ from escore.envelope import Envelope, format_timestamp, new_id
 from escore.memory_projection import InMemoryProjection
 from escore.memory_store import InMemoryEventStore
 from escore.readmodel import from_item
-from escore.upcasting import upcasters
 from eventstack.local.emulation import tuned_moto_dynamodb
 from eventstack.topology import TOPOLOGY
 from posts import api as posts_api
+from posts.contract import hashtags
 from posts.projectors import hashtag_counts
 from posts.readmodels import HashtagReadModel
-from posts.schemas import hashtags
 from tests.integration.projector_harness import (
     FaultyDynamoDB,
     Mapping,
@@ -37,6 +36,7 @@ from tests.integration.projector_harness import (
 )
 from tests.support.api import ApiClient, expect_error, routes_of
 from tests.support.aws import create_projection_table, create_table
+from tests.support.projectors import build_of, upcasters
 
 pytestmark = pytest.mark.integration
 
@@ -135,7 +135,7 @@ def test_faulty_delivery_ends_equal_to_the_fold(dynamodb: Any, seed: int) -> Non
     streams = post_streams(rng, 80)
     events = [e for s in streams for e in s]
     faulty = FaultyDynamoDB(dynamodb, rng, fail_p=0.15, ambiguous_p=0.05, crash_p=0.05, read_fail_p=0.03)
-    handler = hashtag_counts.build({"HASHTAG_COUNTS_TABLE": TABLE}, client=faulty)
+    handler = build_of(hashtag_counts)({"HASHTAG_COUNTS_TABLE": TABLE}, client=faulty)
     # 8% of events swapped with their successor, 20% of batches delivered twice
     mapping = Mapping(handler, shard_log(rng, streams, swap_p=0.08), rng.choice([10, 25, 40]), rng, 0.2)
     drain([mapping], rng)
@@ -149,7 +149,7 @@ def test_two_shards_on_one_table_and_the_order_of_delivery_do_not_change_it(dyna
     create_table(dynamodb, TOPOLOGY.projection(TABLE)[1].table, "hashtag_counts-b")
     for seed, table in ((11, TABLE), (12, "hashtag_counts-b")):
         rng = random.Random(seed)
-        handler = hashtag_counts.build({"HASHTAG_COUNTS_TABLE": table}, client=dynamodb)
+        handler = build_of(hashtag_counts)({"HASHTAG_COUNTS_TABLE": table}, client=dynamodb)
         # The stream's two shards, each with its half of the posts (by partition key), read
         # concurrently by two mappings: the tag items are shared by both.
         halves = [streams[0::2], streams[1::2]]

@@ -19,6 +19,7 @@ from eventstack.apigw import parse_proxy_result, rest_event
 from eventstack.topology import TOPOLOGY
 from tests.support.aws import create_table
 from tests.support.lambda_context import LambdaContext
+from tests.support.projectors import build_of
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +107,7 @@ def test_the_projector_entry_counts_applied_and_duplicate_events(
     event = post_created()
     record = {"kinesis": {"sequenceNumber": "1", "partitionKey": event.stream_id,
                           "data": base64.b64encode(encode_record(event)).decode()}}
-    entry = lazy(user_timeline.build)
+    entry = lazy(build_of(user_timeline))
     batch = {"Records": [record, {**record, "kinesis": {**record["kinesis"], "sequenceNumber": "2"}}]}
     assert entry(batch, LambdaContext()) == {"batchItemFailures": []}
     metrics = emf(capsys.readouterr().out)

@@ -37,6 +37,7 @@ from tests.integration.projector_harness import (
     versions,
 )
 from tests.support.aws import create_projection_table
+from tests.support.projectors import build_of
 
 pytestmark = pytest.mark.integration
 
@@ -54,8 +55,8 @@ def dynamodb() -> Iterator[Any]:
 
 
 def handlers(client: Any, profiles_table: str = PROFILES_TABLE, timeline_table: str = TIMELINE_TABLE) -> tuple[Any, Any]:
-    profiles = user_profiles.build({"USER_PROFILES_TABLE": profiles_table}, client=client)
-    timeline = user_timeline.build({"USER_TIMELINE_TABLE": timeline_table}, client=client)
+    profiles = build_of(user_profiles)({"USER_PROFILES_TABLE": profiles_table}, client=client)
+    timeline = build_of(user_timeline)({"USER_TIMELINE_TABLE": timeline_table}, client=client)
     return profiles, timeline
 
 

@@ -315,9 +315,9 @@ def test_replayed_events_are_marked(stack: Stack) -> None:
     real = stack.specs["user_timeline"]
 
     def watching(fold: Any) -> Any:
-        def run(state: Any, item: Envelope) -> Any:
+        def run(state: Any, event: Any, item: Envelope) -> Any:
             seen.append(is_replayed(item))
-            return fold(state, item)
+            return fold(state, event, item)
         return run
 
     spy = ProjectionSpec(real.name, {kind: watching(fold) for kind, fold in real.folds.items()})

@@ -36,13 +36,15 @@ from eventstack.archive import ArchiveReader
 from eventstack.archive_partition import ReadStats
 from eventstack.local.emulation import tuned_moto_dynamodb
 from posts import api as posts_api
+from posts.contract import CONTRACT as POSTS
+from posts.contract import hashtags
 from posts.projectors import hashtag_counts
 from posts.readmodels import HashtagReadModel
-from posts.schemas import hashtags
 from profiles.projectors import user_timeline
 from tests.integration.replay_support import LiveMapping, kinesis_record, scan
 from tests.support.api import ApiClient, routes_of
 from tests.support.aws import create_event_store, create_projection_table
+from tests.support.projectors import build_of
 
 pytestmark = pytest.mark.integration
 
@@ -111,9 +113,9 @@ class Recorder:
         self.seen: list[Envelope] = []
 
         def wrap(fold: Any) -> Any:
-            def recorded(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
-                self.seen.append(event)
-                result: tuple[StreamState, list[Write]] = fold(state, event)
+            def recorded(state: StreamState, event: Any, envelope: Envelope) -> tuple[StreamState, list[Write]]:
+                self.seen.append(envelope)
+                result: tuple[StreamState, list[Write]] = fold(state, event, envelope)
                 return result
             return recorded
 
@@ -143,7 +145,7 @@ def expected_counts(events: list[Envelope]) -> dict[str, int]:
 
 
 def pure_fold(spec: ProjectionSpec, events: list[Envelope]) -> dict[tuple[str, str], dict[str, Any]]:
-    from escore.upcasting import upcasters
+    from tests.support.projectors import upcasters
 
     unique = sorted({e.event_id: e for e in events}.values(), key=lambda e: (e.stream_id, e.version))
     return InMemoryProjection(spec).apply(upcasters.upcast(e) for e in unique).items
@@ -204,7 +206,7 @@ def test_raw_schema_1_records_are_upcast_by_the_live_projector(aws: tuple[Any, A
 
 def test_the_new_code_continues_old_streams_at_the_current_schemas(aws: tuple[Any, Any]) -> None:
     dynamodb, _ = aws
-    store = DynamoDBEventStore(create_event_store(dynamodb, "posts"), dynamodb)
+    store = DynamoDBEventStore(create_event_store(dynamodb, "posts"), dynamodb, POSTS.registry)  # its contract
     post, author = new_id(), new_id()
     old = [Envelope(new_id(), f"post-{post}", 1, "PostCreated", 1, "posts", format_timestamp(T0),
                     {"post_id": post, "author_id": author, "text": "old #Python"}, {"correlation_id": "c"})]
@@ -243,7 +245,7 @@ def test_backfill_from_the_archive_then_live(aws: tuple[Any, Any]) -> None:
     kinesis, ssm = (boto3.client(name, region_name="us-east-1") for name in ("kinesis", "ssm"))
     kinesis.create_stream(StreamName="posts-events", ShardCount=1)
     rng = random.Random(9)
-    store = DynamoDBEventStore(create_event_store(dynamodb, "posts"), dynamodb)
+    store = DynamoDBEventStore(create_event_store(dynamodb, "posts"), dynamodb, POSTS.registry)  # its contract
     for event in old_history(rng, 30):  # what the old deployment appended: archived, past the stream's retention
         store.append(event.stream_id, event.version - 1, [event])
     archive(s3, list(store.iter_all()), duplicate_p=0.2, rng=rng)
@@ -251,7 +253,7 @@ def test_backfill_from_the_archive_then_live(aws: tuple[Any, Any]) -> None:
     tables = {"user_timeline": timeline_table, "hashtag_counts": "hashtag_counts"}
     # the new deployment starts by rebuilding user_timeline from the archive (old events need state)
     assert replay_of("user_timeline", dynamodb, s3, kinesis, ssm, tables, into="in-place").run().ok
-    live_timeline = LiveMapping(kinesis, "posts-events", user_timeline.build({"USER_TIMELINE_TABLE": timeline_table},
+    live_timeline = LiveMapping(kinesis, "posts-events", build_of(user_timeline)({"USER_TIMELINE_TABLE": timeline_table},
                                                                              client=dynamodb))
     api = ApiClient(posts_api.build({}, store, hashtags=HashtagReadModel("hashtag_counts", dynamodb)),
                     routes_of("posts"))
@@ -344,7 +346,7 @@ def test_eventstack_replay_backfills_it_blue_green_then_live(aws: tuple[Any, Any
     records up to the cut, folded with per-stream state, then the switch of the active-table pointer;
     the live projector and the API follow it."""
     from escore.tables import table_parameter_env, table_parameter_name
-    from escore.upcasting import upcasters
+    from tests.support.projectors import upcasters
 
     dynamodb, s3 = aws
     kinesis, ssm = (boto3.client(name, region_name="us-east-1") for name in ("kinesis", "ssm"))
@@ -367,7 +369,7 @@ def test_eventstack_replay_backfills_it_blue_green_then_live(aws: tuple[Any, Any
     # Live afterwards, through the pointer: the projector and the API resolve the new table.
     env = {"HASHTAG_COUNTS_TABLE": deployed,
            table_parameter_env("hashtag_counts"): table_parameter_name("test", "hashtag_counts")}
-    live = LiveMapping(kinesis, "posts-events", hashtag_counts.build(env, client=dynamodb))
+    live = LiveMapping(kinesis, "posts-events", build_of(hashtag_counts)(env, client=dynamodb))
     shard = kinesis.list_shards(StreamName="posts-events")["Shards"][0]["ShardId"]
     held = live.batch(shard, 10_000)
     live.checkpoints[shard] = held[-6]["kinesis"]["sequenceNumber"]  # the last 5 are delivered again

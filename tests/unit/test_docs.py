@@ -14,9 +14,9 @@ import pytest
 from typer.main import get_command
 
 from escore.envelope import ENVELOPE_FIELDS
-from escore.upcasting import upcasters
 from eventstack.cli import app
 from eventstack.topology import TOPOLOGY
+from tests.support.projectors import upcasters
 
 pytestmark = pytest.mark.unit
 

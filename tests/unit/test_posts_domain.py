@@ -11,7 +11,7 @@ from escore.aggregate import AggregateNotFound, CommandContext, Repository, Vers
 from escore.envelope import Envelope
 from escore.memory_store import InMemoryEventStore
 from escore.store import ConcurrencyError, IdempotencyKey, Snapshot
-from escore.upcasting import UpcasterRegistry
+from posts.contract import CONTRACT
 from posts.domain import Post, PostCreated, PostDeleted, PostEdited
 
 pytestmark = pytest.mark.unit
@@ -126,15 +126,16 @@ class TestRepository:
         uuid.UUID(stored.event_id)
         assert stored.occurred_at == "2030-01-01T00:00:01.000000Z"
 
-    def test_schema_version_is_the_registry_s_current_one(self) -> None:
-        registry = UpcasterRegistry()
-        registry.register("PostEdited", 1)(lambda data: data)
-        store = InMemoryEventStore(registry)
-        posts = Repository(store, Post, "posts", registry=registry)
+    def test_schema_version_is_the_event_class_s_current_one(self) -> None:
+        """Each event is written at its class's `schema_version` (posts.contract), and read back unchanged."""
+        store = InMemoryEventStore(CONTRACT.registry)
+        posts = Repository(store, Post, "posts")
         post = Post("p1")
         posts.save(post, post.create(AUTHOR, "a"), CommandContext("c"))
         posts.save(post, post.edit("b", 1), CommandContext("c"))
-        assert [e.schema_version for e in store.read("post-p1")] == [1, 2]
+        posts.save(post, post.delete(2), CommandContext("c"))
+        assert [e.schema_version for e in store.read("post-p1")] == [2, 3, 2]
+        assert [PostCreated.schema_version, PostEdited.schema_version, PostDeleted.schema_version] == [2, 3, 2]
 
     def test_load_folds_the_stream_and_get_raises_for_an_empty_one(self) -> None:
         store = InMemoryEventStore()

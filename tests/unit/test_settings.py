@@ -6,7 +6,13 @@ import pytest
 
 from escore import naming
 from escore.runtime import ConfigError
-from escore.settings import ApiSettings, ProjectionTable, PublisherSettings, ServiceSettings, TableNotConfigured
+from escore.settings import (
+    ApiSettings,
+    ProjectionTable,
+    PublisherSettings,
+    ServiceSettings,
+    TableNotConfigured,
+)
 from eventstack.topology import TOPOLOGY
 
 pytestmark = pytest.mark.unit

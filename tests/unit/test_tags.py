@@ -3,10 +3,7 @@ the hashtag_counts fold, and that every reader registers the steps of the events
 
 from __future__ import annotations
 
-import json
 import random
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +12,12 @@ import pytest
 from escore.envelope import Envelope, new_id
 from escore.memory_projection import InMemoryProjection
 from escore.projection import ProjectionSpec
-from escore.upcasting import SchemaTooNew, upcasters
+from escore.upcasting import SchemaTooNew
 from eventstack.topology import TOPOLOGY
-from posts.domain import PostCreated, PostEdited
+from posts.contract import MAX_TAGS_PER_POST, hashtags, normalize_tag
+from posts.domain import Post, PostCreated, PostEdited
 from posts.projectors import hashtag_counts
-from posts.schemas import MAX_TAGS_PER_POST, hashtags, normalize_tag
+from tests.support.projectors import upcasters
 
 pytestmark = pytest.mark.unit
 
@@ -197,32 +195,31 @@ def test_the_counts_do_not_depend_on_the_order_of_streams(seed: int) -> None:
         assert fold_in_memory(hashtag_counts.PROJECTION, order) == reference
 
 
-# --- every reader registers the steps of the events it reads ------------------------------------
+# --- every reader upcasts with the contracts of the events it reads --------------------------------
 
-def _readers() -> list[tuple[str, tuple[str, ...]]]:
-    """(module, services whose events it reads), from the topology: every API and every projector."""
-    readers = [(service.api_handler.rsplit(".", 1)[0], (service.name,)) for service in TOPOLOGY.services]
-    readers += [(p.handler.rsplit(".", 1)[0], p.sources) for _, p in TOPOLOGY.projections]
-    readers += [("posts.domain", ("posts",))]
-    return readers
+@pytest.mark.parametrize("name", [p.name for _, p in TOPOLOGY.projections])
+def test_a_projection_folds_its_sources_contract_classes_and_upcasts_with_their_steps(name: str) -> None:
+    """No import for its side effect: the classes a projection folds bring their own schemas and steps."""
+    from eventstack.replay import load_spec
+    from eventstack.schemas import contract_of
+
+    _, projection = TOPOLOGY.projection(name)
+    spec = load_spec(name)
+    published = {t: c for source in projection.sources for t, c in contract_of(TOPOLOGY.service(source)).classes.items()}
+    for event_class in spec.folds:
+        assert published.get(event_class.type) is event_class, f"{name} folds a class no source publishes"
+        assert spec.registry.current_version(event_class.type) == event_class.schema_version
 
 
-@pytest.mark.parametrize(("module", "sources"), _readers(), ids=lambda v: v if isinstance(v, str) else "")
-def test_importing_a_reader_alone_registers_its_sources_schemas(module: str, sources: tuple[str, ...]) -> None:
-    """In a fresh interpreter (nothing else imported), importing the module registers `<source>.schemas`
-    of each source: a projector or API added later that forgets the import fails here."""
-    script = (
-        "import importlib, json, sys\n"
-        f"importlib.import_module({module!r})\n"
-        f"missing = [s for s in {sources!r} if s + '.schemas' not in sys.modules]\n"
-        "from escore.upcasting import upcasters\n"
-        "print(json.dumps([missing, upcasters.current_version('PostCreated')]))\n"
-    )
-    env = {"PYTHONPATH": f"{ROOT / 'lambdas'}:{ROOT}", "PATH": "/usr/bin:/bin", "POWERTOOLS_TRACE_DISABLED": "true"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT,
-                          timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    missing, post_created = json.loads(done.stdout.strip().splitlines()[-1])
-    assert missing == [], f"{module} reads {sources} but does not import {[s + '.schemas' for s in missing]}"
-    if "posts" in sources:
-        assert post_created == 2
+def test_an_api_reads_its_store_upcast_by_its_own_contract() -> None:
+    from escore.app import ServiceApp
+    from escore.memory_store import InMemoryEventStore
+    from posts.contract import CONTRACT
+
+    store = InMemoryEventStore(CONTRACT.registry)
+    store.append("post-1", 0, [make("PostCreated", 1, {"post_id": "1", "author_id": "a", "text": "#x"})])
+    app = ServiceApp({}, CONTRACT, store=store)
+    post = app.repository(Post).load("1")
+    assert (post.version, post.text) == (1, "#x")
+    [read] = store.read("post-1")
+    assert (read.schema_version, read.data["tags"]) == (2, ["x"])

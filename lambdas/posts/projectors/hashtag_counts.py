@@ -1,6 +1,6 @@
 """`hashtag_counts`: per tag, how many live posts carry it.
 
-Fed by the posts stream, at schema 2 (`posts.schemas`: every PostCreated and PostEdited carries
+Fed by the posts stream, at schema 2 (`posts.contract`: every PostCreated and PostEdited carries
 `tags`; older events are upcast on the way in). One item per tag ever seen:
 `pk = "tag#<tag>"`, `sk = "count"`, attributes `tag` and `post_count`, the latter written only with
 ADD (+1 per tag of a created post; an edit -1 for each tag it drops and +1 for each it adds; a
@@ -15,14 +15,9 @@ events, from the per-stream state it keeps (the post's current tags, whether it 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-import posts.schemas  # noqa: F401  registers the upcasting steps of the events this projection reads
 from escore.envelope import Envelope
 from escore.projection import ProjectionSpec, StreamState, Write, count
-from escore.projector_lambda import build_projector
-from escore.runtime import Handler, lazy
+from posts.contract import PostCreated, PostDeleted, PostEdited
 
 NAME = "hashtag_counts"
 COUNT_SK = "count"
@@ -36,24 +31,24 @@ def _count(tag: str, delta: int) -> Write:
     return count(tag_key(tag), set={"tag": tag}, add={"post_count": delta})
 
 
-def _post_created(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
-    tags: list[str] = event.data["tags"]
+def _post_created(state: StreamState, event: PostCreated, _: Envelope) -> tuple[StreamState, list[Write]]:
+    tags = event.tags
     return {"live": True, "tags": tags}, [_count(tag, 1) for tag in tags]
 
 
-def _post_edited(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
-    previous = event.data.get("previous_tags")  # schema 3; else the state's
+def _post_edited(state: StreamState, event: PostEdited, _: Envelope) -> tuple[StreamState, list[Write]]:
+    previous = event.previous_tags  # schema 3; else the state's
     if previous is None:
         if not state.get("live"):
             return state, []
         previous = state.get("tags", ())
-    old, new = set(previous), set(event.data["tags"])
+    old, new = set(previous), set(event.tags)
     writes = [_count(tag, -1) for tag in sorted(old - new)] + [_count(tag, 1) for tag in sorted(new - old)]
     return {**state, "live": True, "tags": sorted(new)}, writes
 
 
-def _post_deleted(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
-    tags = event.data.get("tags")  # schema 2; else the state's
+def _post_deleted(state: StreamState, event: PostDeleted, _: Envelope) -> tuple[StreamState, list[Write]]:
+    tags = event.tags  # schema 2; else the state's
     if tags is None:
         if not state.get("live"):
             return state, []
@@ -64,15 +59,8 @@ def _post_deleted(state: StreamState, event: Envelope) -> tuple[StreamState, lis
 PROJECTION = ProjectionSpec(
     NAME,
     {
-        "PostCreated": _post_created,
-        "PostEdited": _post_edited,
-        "PostDeleted": _post_deleted,
+        PostCreated: _post_created,
+        PostEdited: _post_edited,
+        PostDeleted: _post_deleted,
     },
 )
-
-
-def build(env: Mapping[str, str], *, client: Any = None) -> Handler:
-    return build_projector(PROJECTION, env, client)
-
-
-handler = lazy(build)

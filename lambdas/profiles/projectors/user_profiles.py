@@ -13,15 +13,10 @@ kept only by `InMemoryProjection`, which also folds PostDeleted events written b
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-import posts.schemas  # noqa: F401  registers the upcasting steps of the events this projection reads
-import profiles.schemas  # noqa: F401
 from escore.envelope import Envelope
 from escore.projection import ProjectionSpec, StreamState, Write, count, update
-from escore.projector_lambda import build_projector
-from escore.runtime import Handler, lazy
+from posts.contract import PostCreated, PostDeleted, PostEdited
+from profiles.contract import DisplayNameChanged, UserRegistered
 
 NAME = "user_profiles"
 PROFILE_SK = "profile"
@@ -36,48 +31,40 @@ def _user_id(event: Envelope) -> str:
     return event.stream_id.partition("-")[2]
 
 
-def _user_registered(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
-    data = event.data
-    user_id = data["user_id"]
-    fields = {"user_id": user_id, "handle": data["handle"], "display_name": data["display_name"]}
-    return {"user_id": user_id}, [update(profile_key(user_id), set=fields, create=True)]
+def _user_registered(state: StreamState, event: UserRegistered, _: Envelope) -> tuple[StreamState, list[Write]]:
+    fields = {"user_id": event.user_id, "handle": event.handle, "display_name": event.display_name}
+    return {"user_id": event.user_id}, [update(profile_key(event.user_id), set=fields, create=True)]
 
 
-def _display_name_changed(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
-    user_id = _user_id(event)
-    return state, [update(profile_key(user_id), set={"display_name": event.data["display_name"]})]
+def _display_name_changed(
+    state: StreamState, event: DisplayNameChanged, envelope: Envelope
+) -> tuple[StreamState, list[Write]]:
+    return state, [update(profile_key(_user_id(envelope)), set={"display_name": event.display_name})]
 
 
-def _post_created(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
-    author_id = event.data["author_id"]
+def _post_created(state: StreamState, event: PostCreated, _: Envelope) -> tuple[StreamState, list[Write]]:
+    author_id = event.author_id
     return {"author_id": author_id, "live": True}, [count(profile_key(author_id), add={"post_count": 1})]
 
 
-def _post_edited(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
+def _post_edited(state: StreamState, event: PostEdited, _: Envelope) -> tuple[StreamState, list[Write]]:
     return state, []
 
 
-def _post_deleted(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
+def _post_deleted(state: StreamState, event: PostDeleted, _: Envelope) -> tuple[StreamState, list[Write]]:
     if state and not state.get("live"):  # known (in memory) to be deleted already
         return state, []
-    author_id = event.data.get("author_id") or state["author_id"]  # schema 2 carries it
+    author_id = event.author_id or state["author_id"]  # schema 2 carries it
     return {**state, "author_id": author_id, "live": False}, [count(profile_key(author_id), add={"post_count": -1})]
 
 
 PROJECTION = ProjectionSpec(
     NAME,
     {
-        "UserRegistered": _user_registered,
-        "DisplayNameChanged": _display_name_changed,
-        "PostCreated": _post_created,
-        "PostEdited": _post_edited,
-        "PostDeleted": _post_deleted,
+        UserRegistered: _user_registered,
+        DisplayNameChanged: _display_name_changed,
+        PostCreated: _post_created,
+        PostEdited: _post_edited,
+        PostDeleted: _post_deleted,
     },
 )
-
-
-def build(env: Mapping[str, str], *, client: Any = None) -> Handler:
-    return build_projector(PROJECTION, env, client)
-
-
-handler = lazy(build)

@@ -12,14 +12,9 @@ per-stream state it keeps.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-import posts.schemas  # noqa: F401  registers the upcasting steps of the events this projection reads
 from escore.envelope import Envelope
 from escore.projection import ProjectionSpec, StreamState, Write, delete, put, update
-from escore.projector_lambda import build_projector
-from escore.runtime import Handler, lazy
+from posts.contract import PostCreated, PostDeleted, PostEdited
 
 NAME = "user_timeline"
 
@@ -36,33 +31,31 @@ def _entry_key(state: StreamState) -> tuple[str, str]:
     return (timeline_pk(state["author_id"]), timeline_sk(state["created_at"], state["post_id"]))
 
 
-def _post_created(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
-    data = event.data
-    post_id, created_at = data["post_id"], event.occurred_at
-    new_state = {"author_id": data["author_id"], "post_id": post_id, "created_at": created_at, "live": True}
-    entry = {"post_id": post_id, "text": data["text"], "created_at": created_at}
+def _post_created(state: StreamState, event: PostCreated, envelope: Envelope) -> tuple[StreamState, list[Write]]:
+    post_id, created_at = event.post_id, envelope.occurred_at
+    new_state = {"author_id": event.author_id, "post_id": post_id, "created_at": created_at, "live": True}
+    entry = {"post_id": post_id, "text": event.text, "created_at": created_at}
     return new_state, [put(_entry_key(new_state), entry)]
 
 
-def _known(state: StreamState, event: Envelope) -> StreamState:
+def _known(state: StreamState, event: PostEdited | PostDeleted, envelope: Envelope) -> StreamState:
     """The post's facts: from the event (schemas that carry them), else from the stream state."""
-    data = event.data
-    if data.get("author_id") and data.get("created_at"):
-        post_id = state.get("post_id") or event.stream_id.partition("-")[2]  # `post-<post_id>`
-        return {"live": True, **state, "author_id": data["author_id"], "created_at": data["created_at"],
+    if event.author_id and event.created_at:
+        post_id = state.get("post_id") or envelope.stream_id.partition("-")[2]  # `post-<post_id>`
+        return {"live": True, **state, "author_id": event.author_id, "created_at": event.created_at,
                 "post_id": post_id}
     return state
 
 
-def _post_edited(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
-    state = _known(state, event)
+def _post_edited(state: StreamState, event: PostEdited, envelope: Envelope) -> tuple[StreamState, list[Write]]:
+    state = _known(state, event, envelope)
     if not state.get("live"):
         return state, []
-    return state, [update(_entry_key(state), set={"text": event.data["text"]})]
+    return state, [update(_entry_key(state), set={"text": event.text})]
 
 
-def _post_deleted(state: StreamState, event: Envelope) -> tuple[StreamState, list[Write]]:
-    state = _known(state, event)
+def _post_deleted(state: StreamState, event: PostDeleted, envelope: Envelope) -> tuple[StreamState, list[Write]]:
+    state = _known(state, event, envelope)
     if not state.get("live"):
         return state, []
     return {**state, "live": False}, [delete(_entry_key(state))]
@@ -71,15 +64,8 @@ def _post_deleted(state: StreamState, event: Envelope) -> tuple[StreamState, lis
 PROJECTION = ProjectionSpec(
     NAME,
     {
-        "PostCreated": _post_created,
-        "PostEdited": _post_edited,
-        "PostDeleted": _post_deleted,
+        PostCreated: _post_created,
+        PostEdited: _post_edited,
+        PostDeleted: _post_deleted,
     },
 )
-
-
-def build(env: Mapping[str, str], *, client: Any = None) -> Handler:
-    return build_projector(PROJECTION, env, client)
-
-
-handler = lazy(build)

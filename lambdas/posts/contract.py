@@ -1,12 +1,7 @@
-"""The posts service's event schemas: the hashtag rule and the upcasting steps of its events.
+"""The posts service's event contract: its events with their schemas and upcast steps, and the hashtag rule.
 
-Importing this module registers the steps on `escore.upcasting.upcasters`, the registry every
-reader upcasts with (the event stores' `read`, the projectors, the archive reader). So every
-module that reads posts events imports it at its top: `posts.domain` (hence the posts API), every
-projector fed by the posts stream (`posts.projectors.hashtag_counts`,
-`profiles.projectors.user_profiles`, `profiles.projectors.user_timeline`), and replay/archive
-tooling (`<service>.schemas` for each source service). `tests/unit/test_tags.py` checks, from the
-topology, that importing any projector or API module registers its sources' schemas.
+What every consumer of the posts stream depends on, and nothing else of the service: the Post
+aggregate (`posts.domain`) writes these classes, and projections fold them (escore.contract).
 
 Schemas:
 - `PostCreated` 1: `{post_id, author_id, text}`; 2 (current): adds `tags`.
@@ -26,9 +21,11 @@ writes an event at schema 2, so an upcast old event and a new one are indistingu
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from escore.upcasting import upcasters
+from escore.aggregate import DomainEvent
+from escore.contract import EventContract, steps
 
 MAX_TAG_LENGTH = 50
 MAX_TAGS_PER_POST = 30
@@ -73,25 +70,73 @@ def _text_tags(data: dict[str, Any]) -> list[str]:
     return hashtags(text) if isinstance(text, str) else []
 
 
-@upcasters.register("PostCreated", 1)
 def post_created_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
     """PostCreated 1 -> 2: `tags` from the text (`hashtags`)."""
     return {**data, "tags": _text_tags(data)}
 
 
-@upcasters.register("PostEdited", 1)
 def post_edited_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
     """PostEdited 1 -> 2: `tags` from the new text (`hashtags`)."""
     return {**data, "tags": _text_tags(data)}
 
 
-@upcasters.register("PostEdited", 2)
 def post_edited_2_to_3(data: dict[str, Any]) -> dict[str, Any]:
     """PostEdited 2 -> 3: the post's facts are not in the old event; nothing to add (see above)."""
     return data
 
 
-@upcasters.register("PostDeleted", 1)
 def post_deleted_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
     """PostDeleted 1 -> 2: the post's facts are not in the old event; nothing to add (see above)."""
     return data
+
+
+@dataclass(frozen=True)
+class TaggedText(DomainEvent):
+    """An event that carries a post's text, and so its `tags` (schema 2), derived from the text."""
+
+    text: str
+
+    @property
+    def tags(self) -> list[str]:
+        return hashtags(self.text)
+
+    def to_data(self) -> dict[str, Any]:
+        data = {name: value for name, value in super().to_data().items() if value is not None}
+        return {**data, "tags": self.tags}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostCreated(TaggedText):
+    type = "PostCreated"
+    schema_version = 2
+    upcasts = steps(post_created_1_to_2)
+    post_id: str
+    author_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostEdited(TaggedText):
+    type = "PostEdited"
+    schema_version = 3
+    upcasts = steps(post_edited_1_to_2, post_edited_2_to_3)
+    # Schema 3; absent (None) in events written before it.
+    author_id: str | None = None
+    created_at: str | None = None
+    previous_tags: list[str] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostDeleted(DomainEvent):
+    type = "PostDeleted"
+    schema_version = 2
+    upcasts = steps(post_deleted_1_to_2)
+    # Schema 2; absent (None) in events written before it.
+    author_id: str | None = None
+    created_at: str | None = None
+    tags: list[str] | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        return {name: value for name, value in super().to_data().items() if value is not None}
+
+
+CONTRACT = EventContract("posts", (PostCreated, PostEdited, PostDeleted))
