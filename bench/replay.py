@@ -1,7 +1,7 @@
 """Replay throughput: events per second from a local gzip JSON Lines archive, beside the floor.
 
 Generates an archive of at least 1,000,000 events (a mix of UserRegistered, DisplayNameChanged,
-PostCreated, PostEdited, PostDeleted, about 5% delivered twice) in the key layout of CONTRACT §4, in a
+PostCreated, PostEdited, PostDeleted, about 5% delivered twice) in the key layout of docs/api.md, "The archive", in a
 temporary directory, then measures on the same files in the same run:
 
 - floor: gunzip and parse every line (orjson), nothing else;

@@ -1,4 +1,4 @@
-"""Reading the event archive (CONTRACT §4): `ArchiveReader` lists, streams, de-duplicates, orders, upcasts.
+"""Reading the event archive (docs/api.md, "The archive"): `ArchiveReader` lists, streams, de-duplicates, orders, upcasts.
 
 Objects are gzip JSON Lines, one envelope a line, under hour partitions of *delivery* time
 (eventstack.archive_layout), so `since`/`until` select by when Firehose wrote an object, not by

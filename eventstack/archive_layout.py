@@ -1,4 +1,4 @@
-"""Where the archive's objects live and how their keys are laid out (CONTRACT §4).
+"""Where the archive's objects live and how their keys are laid out (docs/api.md, "The archive").
 
 Keys: `events/service=<s>/year=YYYY/month=MM/day=DD/hour=HH/<delivery-stream>-<...>.gz`, the hour
 being when Firehose *delivered* the object (not when its events occurred). An `ObjectSource` lists

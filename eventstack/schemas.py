@@ -16,9 +16,9 @@ from eventstack.loader import import_lambda_module
 
 
 def contract_of(service: Service) -> EventContract:
-    contract = getattr(import_lambda_module(service.contract_module), "CONTRACT", None)
+    contract = getattr(import_lambda_module(service.contract_module), "EVENTS", None)
     if not isinstance(contract, EventContract):
-        raise TypeError(f"{service.contract_module} must define CONTRACT = EventContract(...)")
+        raise TypeError(f"{service.contract_module} must define EVENTS = EventContract(...)")
     return contract
 
 

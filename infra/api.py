@@ -1,6 +1,6 @@
 """A service's REST API: the topology's routes to the service's API function.
 
-Unknown routes and methods must still answer the JSON 404/405 of CONTRACT §3, so every resource
+Unknown routes and methods must still answer the JSON 404/405 of docs/api.md, so every resource
 on the route tree also has `ANY` (the function answers 405 or 404) and every resource without a
 variable child gets a `{proxy+}` child (404). Responses API Gateway makes itself (authorization,
 throttling, body validation, integration failures) are shaped as JSON `{"error", "message"}`.

@@ -1,4 +1,4 @@
-"""The archive (CONTRACT §4): one Object-Locked bucket for all services, and per service one
+"""The archive (docs/api.md, "The archive"): one Object-Locked bucket for all services, and per service one
 Firehose delivery stream from its Kinesis stream into it.
 
 The bucket is shared and lives in the shared stack; each delivery stream lives with the service

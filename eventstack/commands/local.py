@@ -1,4 +1,4 @@
-"""`eventstack local`: the whole stack on this machine (CONTRACT §5)."""
+"""`eventstack local`: the whole stack on this machine (docs/api.md, "The local runtime's routes")."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Reads every shard of the service's stream, buffers by size and by interval, and writes each
 buffer as gzip-compressed objects, the records' bytes exactly as published (one envelope and a
-newline each), under CONTRACT §4's keys:
+newline each), under docs/api.md, "The archive"'s keys:
   events/service=<service>/year=YYYY/month=MM/day=DD/hour=HH/<delivery-stream>-1-<YYYY-MM-DD-HH-MM-SS>-<uuid>.gz
 The partition is the record's arrival time; `service` comes from the record itself, as Firehose's
 dynamic partitioning (a jq query on `.service`) would take it. A record whose service cannot be

@@ -3,7 +3,7 @@
 Each request becomes the proxy event a REST API sends (eventstack.apigw.rest_event), goes to the
 function of the service that owns the route (topology routes), and the handler's proxy result is
 written back (eventstack.apigw.parse_proxy_result). Routes of its own: GET /_local/status,
-POST /_local/drain?timeout=SECONDS (CONTRACT §5), and GET /openapi.json, the OpenAPI document of both
+POST /_local/drain?timeout=SECONDS (docs/api.md, "The local runtime's routes"), and GET /openapi.json, the OpenAPI document of both
 services (eventstack.openapi, the same as docs/openapi.json).
 """
 
@@ -152,7 +152,7 @@ class ApiServer:
                     self.in_flight -= 1
                     self.idle.notify_all()
                 self.backend.request_done()  # a command may have appended: wake the pollers
-        if CORRELATION_HEADER not in response.headers:  # every answer carries one (CONTRACT §3)
+        if CORRELATION_HEADER not in response.headers:  # every answer carries one (docs/api.md)
             response.headers[CORRELATION_HEADER] = correlation_id
         return response(environ, start_response)
 

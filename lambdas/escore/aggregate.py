@@ -5,7 +5,7 @@ and a command is a method that checks the invariants against that state and retu
 events, or raises a `DomainError`. It does no I/O, reads no clock and makes no ids.
 
 The `Repository` does the I/O: it folds an aggregate from its stream (from a snapshot when
-there is one), and saves the events a command decided as envelopes (CONTRACT §2) with
+there is one), and saves the events a command decided as envelopes (docs/api.md, "The event envelope") with
 `store.append(stream_id, expected_version, ...)`, so two writers racing on one aggregate
 cannot both win. Uniqueness claims and the idempotency record of the request go in the same
 atomic append.

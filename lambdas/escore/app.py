@@ -1,6 +1,6 @@
 """What every service's API function is built from, so a service's `api.py` holds routes only.
 
-`ServiceApp(env, CONTRACT)` parses the function's settings (escore.settings.ApiSettings) once, at
+`ServiceApp(env, EVENTS)` parses the function's settings (escore.settings.ApiSettings) once, at
 cold start, and owns the parts each service used to assemble by hand:
 
 - the event store: DynamoDB, named by the settings, with the API's short timeouts (a stalled

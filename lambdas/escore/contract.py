@@ -1,7 +1,7 @@
 """A service's event contract: the events it publishes, each with its schema version and the
 upcast steps that raise an older schema to it, side by side.
 
-A producer declares its contract once (`lambdas/<service>/contract.py`, `CONTRACT =
+A producer declares its contract once (`lambdas/<service>/contract.py`, `EVENTS =
 EventContract(service, (EventA, EventB, ...))`); its aggregate writes those classes, and every
 consumer depends on that module alone: a projection keys its folds by the classes it reads, and
 the engine decodes each event into its class, upcast to the current schema. The topology names

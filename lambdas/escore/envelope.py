@@ -1,4 +1,4 @@
-"""The event envelope (CONTRACT §2) and its one codec.
+"""The event envelope (docs/api.md, "The event envelope") and its one codec.
 
 Every event, in the store, on Kinesis, in the archive and in replay, is one `Envelope`.
 `encode`/`decode` are the only way bytes become envelopes and back: orjson, compact,

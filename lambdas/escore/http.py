@@ -1,4 +1,4 @@
-"""The REST plumbing both service APIs share (CONTRACT §3), on Powertools' APIGatewayRestResolver.
+"""The REST plumbing both service APIs share (docs/api.md), on Powertools' APIGatewayRestResolver.
 
 A `JsonApi` is one API Gateway REST API's Lambda handler. Routes are plain functions taking
 pydantic models (validated by Powertools' `enable_validation`) and returning a JSON object.

@@ -1,4 +1,4 @@
-"""Error answers of the REST APIs (CONTRACT §3): their shape, their OpenAPI models, and which exception
+"""Error answers of the REST APIs (docs/api.md): their shape, their OpenAPI models, and which exception
 becomes which answer.
 
 Every error answer is `{"error": code, "message": message, ...}` (`HttpError`, `error_parts`): 404

@@ -1,4 +1,4 @@
-"""Idempotency of the REST APIs' commands (CONTRACT §3): the Idempotency-Key, its scope, its answer.
+"""Idempotency of the REST APIs' commands (docs/api.md): the Idempotency-Key, its scope, its answer.
 
 A POST, PUT, PATCH or DELETE with an `Idempotency-Key` header (1-255 visible ASCII characters, else
 422) is run once per key: the key is scoped to method and path, and the request hash is the SHA-256

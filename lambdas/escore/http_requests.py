@@ -1,4 +1,4 @@
-"""What the REST plumbing reads from a request, strictly (CONTRACT §3), before any route runs.
+"""What the REST plumbing reads from a request, strictly (docs/api.md), before any route runs.
 
 - the route (`RouteSpec`: method, API Gateway template, success status, whether it takes a body,
   its integer query parameters) and what is known of the request being handled (`RequestScope`);

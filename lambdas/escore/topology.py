@@ -82,6 +82,7 @@ class Route:
 class Service:
     name: str
     projections: tuple[Projection, ...] = ()
+    contract: str | None = None  # its events' module; default `<name>.contract` (escore.naming)
     publisher_handler: str = "publisher.handler.handler"
     publisher_mapping: MappingSettings = PUBLISHER_MAPPING
 
@@ -91,8 +92,8 @@ class Service:
 
     @property
     def contract_module(self) -> str:
-        """The module of its published events, `CONTRACT = EventContract(...)`; consumers depend on it alone."""
-        return naming.contract_module(self.name)
+        """The module of its published events, `EVENTS = EventContract(...)`; consumers depend on it alone."""
+        return self.contract or naming.contract_module(self.name)
 
     @property
     def routes(self) -> tuple[Route, ...]:

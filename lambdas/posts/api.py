@@ -1,4 +1,4 @@
-"""The posts service's REST API (CONTRACT §3, "posts"): one Lambda behind API Gateway.
+"""The posts service's REST API (docs/api.md, "posts"): one Lambda behind API Gateway.
 
     POST   /posts                  {"author_id", "text"}               -> 201 {"post_id", "version": 1}
     PATCH  /posts/{post_id}        {"text", "expected_version"}        -> 200 {"post_id", "version"}
@@ -8,7 +8,7 @@
 
 Reads of a post fold the Post from the event store (strongly consistent): a GET reflects every
 command answered before it. `GET /tags/{tag}` reads the `hashtag_counts` projection (eventually
-consistent, CONTRACT §3): the tag is matched case-insensitively and answered lower-cased (the rule
+consistent, docs/api.md): the tag is matched case-insensitively and answered lower-cased (the rule
 is `posts.contract.hashtags`), 422 when it cannot be a tag, `post_count` 0 for a tag never seen. The routes parse (pydantic), make one call into `PostCommands`, and return
 its answer; escore.http does the rest (errors, idempotency, correlation ids).
 """
@@ -29,7 +29,7 @@ from escore.http import validation_error
 from escore.models import Answer, Body
 from escore.runtime import Handler, lazy
 from escore.store import EventStore
-from posts.contract import CONTRACT, MAX_TAG_LENGTH, normalize_tag
+from posts.contract import EVENTS, MAX_TAG_LENGTH, normalize_tag
 from posts.domain import KIND, Post
 from posts.readmodels import HashtagReadModel
 
@@ -137,7 +137,7 @@ def build(
     snapshot_every: int | None = None,
 ) -> Handler:
     """The posts API handler, on its event store and the `hashtag_counts` read model (escore.app)."""
-    app = ServiceApp(env, CONTRACT, store=store, snapshot_every=snapshot_every)
+    app = ServiceApp(env, EVENTS, store=store, snapshot_every=snapshot_every)
     commands = PostCommands(app.repository(Post))
     counts = app.read_model(HASHTAG_COUNTS, HashtagReadModel, hashtags)
     api = app.api

@@ -139,4 +139,4 @@ class PostDeleted(DomainEvent):
         return {name: value for name, value in super().to_data().items() if value is not None}
 
 
-CONTRACT = EventContract("posts", (PostCreated, PostEdited, PostDeleted))
+EVENTS = EventContract("posts", (PostCreated, PostEdited, PostDeleted))

@@ -1,6 +1,6 @@
 """Queries on the posts service's read models (the tables its projectors write).
 
-`hashtag_counts` is an eventually consistent projection of the posts stream (CONTRACT §3
+`hashtag_counts` is an eventually consistent projection of the posts stream (docs/api.md
 "consistency"). Item layout: `posts.projectors.hashtag_counts`.
 
 No "top tags" query: the counts are one item per tag, so ranking them would need a scan (or a

@@ -1,4 +1,4 @@
-"""The profiles service's REST API (CONTRACT §3, "profiles"): one Lambda behind API Gateway.
+"""The profiles service's REST API (docs/api.md, "profiles"): one Lambda behind API Gateway.
 
     POST  /users                     {"handle", "display_name"}               -> 201 {"user_id", "version": 1}
     PATCH /users/{user_id}           {"display_name", "expected_version"?}    -> 200 {"user_id", "version"}
@@ -26,7 +26,7 @@ from escore.http import validation_error
 from escore.models import Answer, Body
 from escore.runtime import Handler, lazy
 from escore.store import EventStore
-from profiles.contract import CONTRACT
+from profiles.contract import EVENTS
 from profiles.domain import KIND, User
 from profiles.readmodels import InvalidCursor, ProfileReadModel, TimelineReadModel
 
@@ -154,7 +154,7 @@ def build(
     snapshot_every: int | None = None,
 ) -> Handler:
     """The profiles API handler, on its event store and two read models (escore.app)."""
-    app = ServiceApp(env, CONTRACT, store=store, snapshot_every=snapshot_every)
+    app = ServiceApp(env, EVENTS, store=store, snapshot_every=snapshot_every)
     commands = UserCommands(
         app.repository(User),
         app.read_model(USER_PROFILES, ProfileReadModel, profiles),

@@ -30,4 +30,4 @@ class DisplayNameChanged(DomainEvent):
     display_name: str
 
 
-CONTRACT = EventContract("profiles", (UserRegistered, DisplayNameChanged))
+EVENTS = EventContract("profiles", (UserRegistered, DisplayNameChanged))

@@ -1,6 +1,6 @@
 """Queries on the profiles service's read models (the tables its projectors write).
 
-Both are eventually consistent projections of the streams (CONTRACT §3 "consistency").
+Both are eventually consistent projections of the streams (docs/api.md "consistency").
 Item layouts are the projectors' (`profiles.projectors.user_profiles`, `.user_timeline`).
 """
 

@@ -197,8 +197,8 @@ def relay_accounts(stack: LocalStack, observed: Observed) -> list[Account]:
 
 
 # -- projections -----------------------------------------------------------------------------
-def spec_of(handler: str) -> ProjectionSpec:
-    spec: ProjectionSpec = importlib.import_module(handler.rsplit(".", 1)[0]).PROJECTION
+def spec_of(folds: str) -> ProjectionSpec:
+    spec: ProjectionSpec = importlib.import_module(folds).PROJECTION
     return spec
 
 
@@ -249,7 +249,7 @@ def differences(expected: Mapping[Key, Mapping[str, Any]], actual: Mapping[Key, 
 def projection_accounts(stack: LocalStack, observed: Observed) -> list[Account]:
     out = []
     for _owner, projection in TOPOLOGY.projections:
-        spec = spec_of(projection.handler)
+        spec = spec_of(projection.folds)
         kept: list[Envelope] = []
         owner: dict[tuple[Key, str], str] = {}
         accounts = {}

@@ -106,12 +106,12 @@ class LocalStack:
         return int(self.process.returncode)
 
 
-def start_local(*args: str) -> LocalStack:
+def start_local(*args: str, cwd: Path = REPO, environ: dict[str, str] | None = None) -> LocalStack:
     port, aws_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT")}
+    env = {k: v for k, v in (environ or os.environ).items() if not k.startswith("AWS_ENDPOINT")}
     process = subprocess.Popen(
         [sys.executable, "-m", "eventstack", "local", "--port", str(port), "--aws-port", str(aws_port), *args],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     stack = LocalStack(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{aws_port}")
     deadline = time.monotonic() + START_TIMEOUT

@@ -1,4 +1,4 @@
-"""The local Firehose: a Kinesis stream to gzip JSON Lines objects in S3 (CONTRACT §4), against moto."""
+"""The local Firehose: a Kinesis stream to gzip JSON Lines objects in S3 (docs/api.md, "The archive"), against moto."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The posts API, route by route and error by error (CONTRACT §3 "posts", "errors", "idempotency").
+"""The posts API, route by route and error by error (docs/api.md "posts", "errors", "idempotency").
 
 Every request is an API Gateway REST proxy event (eventstack.apigw) given to the real handler
 (`posts.api.build`), on the in-memory store (unit tier) and on DynamoDB under moto (integration).

@@ -1,4 +1,4 @@
-"""The profiles API, route by route and error by error (CONTRACT §3 "profiles", "errors", "idempotency").
+"""The profiles API, route by route and error by error (docs/api.md "profiles", "errors", "idempotency").
 
 Every request is an API Gateway REST proxy event (eventstack.apigw) given to the real handler
 (`profiles.api.build`), on the in-memory store (unit tier) and on DynamoDB under moto

@@ -36,7 +36,7 @@ from eventstack.archive import ArchiveReader
 from eventstack.archive_partition import ReadStats
 from eventstack.local.emulation import tuned_moto_dynamodb
 from posts import api as posts_api
-from posts.contract import CONTRACT as POSTS
+from posts.contract import EVENTS as POSTS
 from posts.contract import hashtags
 from posts.projectors import hashtag_counts
 from posts.readmodels import HashtagReadModel

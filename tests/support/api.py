@@ -2,7 +2,7 @@
 
 `ApiClient(handler, routes).post("/posts", body={...})` builds the proxy event with
 `eventstack.apigw.rest_event`, calls the real handler, and reads the result back with
-`eventstack.apigw.parse_proxy_result`. Every answer is checked for what CONTRACT §3 promises of
+`eventstack.apigw.parse_proxy_result`. Every answer is checked for what docs/api.md promises of
 all of them: a `X-Correlation-Id` header, JSON, an `{"error", "message"}` body on every error,
 and (unless a test says otherwise) no 5xx.
 """

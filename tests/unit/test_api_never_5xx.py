@@ -1,5 +1,5 @@
 """Property: no input a client can send yields a 5xx, a stack trace or a non-JSON answer
-(CONTRACT §3 "errors"). Hypothesis drives both APIs with arbitrary methods, paths built from the
+(docs/api.md "errors"). Hypothesis drives both APIs with arbitrary methods, paths built from the
 real route templates with arbitrary segments, query strings, headers and bodies (JSON of any shape,
 near-miss valid bodies, raw bytes), on the in-memory store."""
 

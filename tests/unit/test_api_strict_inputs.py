@@ -1,6 +1,6 @@
 """Strict parsing of what a client sends, on both real APIs over the in-memory store (issue 9):
 bodies (a BOM, numbers out of range), integers (body and query), path ids, and the order of checks
-(route 404/405, then the request 413/400/422, then the resource's state 404/409; CONTRACT §3)."""
+(route 404/405, then the request 413/400/422, then the resource's state 404/409; docs/api.md)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from escore.aggregate import AggregateNotFound, CommandContext, Repository, Vers
 from escore.envelope import Envelope
 from escore.memory_store import InMemoryEventStore
 from escore.store import ConcurrencyError, IdempotencyKey, Snapshot
-from posts.contract import CONTRACT
+from posts.contract import EVENTS
 from posts.domain import Post, PostCreated, PostDeleted, PostEdited
 
 pytestmark = pytest.mark.unit
@@ -128,7 +128,7 @@ class TestRepository:
 
     def test_schema_version_is_the_event_class_s_current_one(self) -> None:
         """Each event is written at its class's `schema_version` (posts.contract), and read back unchanged."""
-        store = InMemoryEventStore(CONTRACT.registry)
+        store = InMemoryEventStore(EVENTS.registry)
         posts = Repository(store, Post, "posts")
         post = Post("p1")
         posts.save(post, post.create(AUTHOR, "a"), CommandContext("c"))

@@ -214,11 +214,11 @@ def test_a_projection_folds_its_sources_contract_classes_and_upcasts_with_their_
 def test_an_api_reads_its_store_upcast_by_its_own_contract() -> None:
     from escore.app import ServiceApp
     from escore.memory_store import InMemoryEventStore
-    from posts.contract import CONTRACT
+    from posts.contract import EVENTS
 
-    store = InMemoryEventStore(CONTRACT.registry)
+    store = InMemoryEventStore(EVENTS.registry)
     store.append("post-1", 0, [make("PostCreated", 1, {"post_id": "1", "author_id": "a", "text": "#x"})])
-    app = ServiceApp({}, CONTRACT, store=store)
+    app = ServiceApp({}, EVENTS, store=store)
     post = app.repository(Post).load("1")
     assert (post.version, post.text) == (1, "#x")
     [read] = store.read("post-1")
