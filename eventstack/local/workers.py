@@ -39,7 +39,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from eventstack.local.functions import LambdaContext, ensure_lambdas_importable, load_build, load_builder
+from eventstack.loader import ensure_lambdas_importable, load_builder
+from eventstack.local.functions import LambdaContext, load_build
 from eventstack.local.plan import FunctionPlan
 
 log = logging.getLogger("eventstack.local")
