@@ -401,7 +401,8 @@ class LocalRuntime:
                                      else "in this process"),
             "",
             "  To point the AWS CLI or eventstack's commands at it:",
-            f"    export AWS_ENDPOINT_URL={self.aws_endpoint_url} AWS_REGION=us-east-1 "
+            # AWS_DEFAULT_REGION too: AWS CLI v1 reads no other (AWS_REGION is the SDKs' and ours)
+            f"    export AWS_ENDPOINT_URL={self.aws_endpoint_url} AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 "
             "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing",
             "",
             "  Created:",

@@ -17,6 +17,8 @@ def local_stack() -> Iterator[LocalStack]:
     output = stack.process.stdout.read() if stack.process.stdout else ""  # type: ignore[union-attr]
     assert code == 0, output
     assert "export AWS_ENDPOINT_URL=" + stack.aws in output
+    export = next(line.strip() for line in output.splitlines() if line.strip().startswith("export AWS_ENDPOINT_URL="))
+    assert "AWS_DEFAULT_REGION=us-east-1" in export.split(), export  # AWS CLI v1 reads no other region variable
     assert stack.api in output
     assert "Traceback" not in output, output
 
