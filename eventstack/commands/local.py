@@ -27,6 +27,24 @@ def local(
         typer.Option("--fault-crash", min=0.0, max=0.99,
                      help="Probability that an invocation fails after doing part of its work."),
     ] = 0.0,
+    fault_poller_kill: Annotated[
+        float, typer.Option("--fault-poller-kill", min=0.0, max=0.99,
+                            help="Probability that a mapping's poller dies part-way through a delivery "
+                                 "(a new one takes over from the checkpoints).")
+    ] = 0.0,
+    fault_kinesis_throttle: Annotated[
+        float, typer.Option("--fault-kinesis-throttle", min=0.0, max=1.0,
+                            help="Probability that each PutRecords record is refused as throttled.")
+    ] = 0.0,
+    fault_archive_put_failure: Annotated[
+        float, typer.Option("--fault-archive-put-failure", min=0.0, max=1.0,
+                            help="Probability that an archive PutObject fails (503 SlowDown).")
+    ] = 0.0,
+    fault_archive_retry_seconds: Annotated[
+        float, typer.Option("--fault-archive-retry-seconds", min=0.0, max=7200.0,
+                            help="How long Firehose retries a failing archive write before it writes the "
+                                 "records under errors/.")
+    ] = 300.0,
     fault_seed: Annotated[
         int | None, typer.Option("--fault-seed", help="Seed of the fault injection's random numbers.")
     ] = None,
@@ -65,7 +83,9 @@ def local(
         port=port,
         aws_port=aws_port,
         firehose_interval=firehose_interval,
-        faults=FaultSettings(fault_duplicates, fault_crash, fault_seed),
+        faults=FaultSettings(fault_duplicates, fault_crash, fault_seed, poller_kill=fault_poller_kill,
+                             kinesis_throttle=fault_kinesis_throttle, archive_put_failure=fault_archive_put_failure,
+                             archive_retry_seconds=fault_archive_retry_seconds),
         shard_count=shards,
         log_level=level,
         api_workers=api_workers,

@@ -410,7 +410,9 @@ class LocalRuntime:
         ]
         if self.config.faults.active:
             f = self.config.faults
-            lines += ["", f"  Fault injection: duplicates {f.duplicates:g}, crash {f.crash:g}"
+            lines += ["", f"  Fault injection: duplicates {f.duplicates:g}, crash {f.crash:g}, poller kill "
+                          f"{f.poller_kill:g}, Kinesis throttle {f.kinesis_throttle:g}, archive PutObject failure "
+                          f"{f.archive_put_failure:g} (retried {f.archive_retry_seconds:g} s)"
                       + (f", seed {f.seed}" if f.seed is not None else "")]
         lines += ["", f"Ready in {self.ready_seconds:.1f} s. Press Ctrl-C to stop."]
         return "\n".join(lines)

@@ -26,6 +26,8 @@ def local_stack() -> Iterator[LocalStack]:
 @pytest.fixture(scope="session")
 def faulty_stack() -> Iterator[LocalStack]:
     stack = start_local("--firehose-interval", "1", "--fault-duplicates", "0.3", "--fault-crash", "0.2",
-                        "--fault-seed", "4")
+                        "--fault-kinesis-throttle", "0.2", "--fault-poller-kill", "0.05", "--fault-seed", "4")
     yield stack
     assert stack.stop() == 0
+    output = stack.process.stdout.read() if stack.process.stdout else ""  # type: ignore[union-attr]
+    assert "Kinesis throttle 0.2" in output and "poller kill 0.05" in output, output

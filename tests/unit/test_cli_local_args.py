@@ -22,6 +22,10 @@ pytestmark = pytest.mark.unit
         (("--host", "256.1.1.1"), "'256.1.1.1' is not an IP address"),
         (("--host", "no-such-host.invalid"), "'no-such-host.invalid' does not resolve"),
         (("--host", "192.0.2.1"), "cannot listen on '192.0.2.1'"),  # TEST-NET-1: no address of this machine
+        (("--fault-poller-kill", "1"), "Invalid value for '--fault-poller-kill'"),
+        (("--fault-kinesis-throttle", "1.5"), "Invalid value for '--fault-kinesis-throttle'"),
+        (("--fault-archive-put-failure", "-0.1"), "Invalid value for '--fault-archive-put-failure'"),
+        (("--fault-archive-retry-seconds", "7201"), "Invalid value for '--fault-archive-retry-seconds'"),
     ],
 )
 def test_a_bad_address_or_port_is_one_clear_error(args: tuple[str, ...], says: str) -> None:
