@@ -17,6 +17,7 @@ whatever still arrives, stops the pollers and the API and exits with EXIT_EMULAT
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -31,11 +32,13 @@ from typing import Any
 
 from escore.correlation import correlation_id_of
 from eventstack.local.emulation import (
+    STATUS_CONFIG,
     MotoEmulation,
     PortInUse,
     Resources,
     bind,
     create_resources,
+    make_client,
 )
 from eventstack.local.faults import Faults, FaultSettings
 from eventstack.local.firehose import FirehoseDelivery
@@ -224,7 +227,7 @@ class LocalRuntime:
         problems = self.functions.preload()
         if problems:
             raise RuntimeError("; ".join(problems))
-        self._sqs = client("sqs")
+        self._sqs = make_client("sqs", self.emulation.endpoint_url, STATUS_CONFIG)  # quick: the status's own
         for mapping in self.plan.mappings:
             if mapping.source_kind == "dynamodb":
                 source: Any = DynamoDBStreamSource(client("dynamodbstreams"), mapping.source,
@@ -333,9 +336,11 @@ class LocalRuntime:
 
     def status(self) -> dict[str, Any]:
         mappings = []
+        answering = True  # one DLQ count unanswered (a stalled emulation): the others are unknown too
         for mapping in self.mappings:
             entry = mapping.status()
-            entry["dlq"] = self._dlq_count(mapping.plan.dlq)
+            entry["dlq"] = self._dlq_count(mapping.plan.dlq) if answering else None
+            answering = answering and entry["dlq"] is not None
             entry["dlq_url"] = self.resources.queue_urls.get(mapping.plan.dlq)
             mappings.append(entry)
         return {
@@ -362,9 +367,7 @@ class LocalRuntime:
             "api_workers": self.pool.status() if self.pool else {"count": 0, "replaced": 0, "workers": [],
                                                                  "deaths": []},
             "faults": {
-                "duplicates": self.config.faults.duplicates,
-                "crash": self.config.faults.crash,
-                "seed": self.config.faults.seed,
+                **dataclasses.asdict(self.config.faults),
                 "duplicated_batches": self.faults.duplicated,
                 "crashed_invocations": self.faults.crashed,
             },

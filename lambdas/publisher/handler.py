@@ -308,12 +308,11 @@ def kinesis_clients() -> tuple[Any, Any]:
     """(writer, reader): the writer never retries on its own (a re-sent PutRecords whose answer was
     lost would duplicate its records) and gives up on a stuck call in time to read back; the reader
     (GetRecords and friends, safe to repeat) keeps botocore's standard retries."""
-    import boto3
     from botocore.config import Config
 
-    writer = boto3.client("kinesis", config=Config(retries={"total_max_attempts": 1},
-                                                   connect_timeout=5, read_timeout=15))
-    reader = boto3.client("kinesis", config=Config(retries={"mode": "standard", "total_max_attempts": 5}))
+    # aws_client: the region from AWS_REGION as every handler reads it (boto3 alone ignores AWS_REGION)
+    writer = aws_client("kinesis", config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=15))
+    reader = aws_client("kinesis", config=Config(retries={"mode": "standard", "total_max_attempts": 5}))
     return writer, reader
 
 

@@ -106,12 +106,22 @@ class LocalStack:
         return int(self.process.returncode)
 
 
+def _end_with_this_process() -> None:
+    """In the child: Ctrl-C it when the test process dies, so a killed test run leaves no runtime behind
+    (Linux's PR_SET_PDEATHSIG; elsewhere nothing)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGINT)  # 1: PR_SET_PDEATHSIG
+
+
 def start_local(*args: str, cwd: Path = REPO, environ: dict[str, str] | None = None) -> LocalStack:
     port, aws_port = free_port(), free_port()
     env = {k: v for k, v in (environ or os.environ).items() if not k.startswith("AWS_ENDPOINT")}
     process = subprocess.Popen(
         [sys.executable, "-m", "eventstack", "local", "--port", str(port), "--aws-port", str(aws_port), *args],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=_end_with_this_process,
     )
     stack = LocalStack(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{aws_port}")
     deadline = time.monotonic() + START_TIMEOUT

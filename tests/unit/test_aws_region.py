@@ -26,3 +26,14 @@ def test_without_aws_region_boto3_decides(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-south-1")
     assert aws_client("kinesis").meta.region_name == "ap-south-1"
+
+
+def test_the_publisher_s_own_kinesis_clients_honour_aws_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`eventstack dlq redrive posts-publisher` builds the publisher in the CLI's process: its writer and
+    reader (made apart, for their retry settings) must find the region as every other client does."""
+    from publisher.handler import kinesis_clients
+
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    writer, reader = kinesis_clients()
+    assert writer.meta.region_name == reader.meta.region_name == "eu-west-3"
