@@ -1,4 +1,4 @@
-"""The whole stack over HTTP, against `eventstack local` started as a user starts it (docs/api.md, §4, §5)."""
+"""The whole stack over HTTP, against `eventstack local` started as a user starts it (docs/api.md: "The archive", "The local runtime's routes")."""
 
 from __future__ import annotations
 
