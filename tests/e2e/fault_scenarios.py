@@ -235,7 +235,8 @@ def stall(run: Run) -> None:
     sending.clear()
     for thread in clients:
         thread.join(120)
-    during = [a for a in answers if stopped <= a["answered_at"] <= resumed]
+    # sent while the emulation was stopped (a request sent just before may have been written and answer 201)
+    during = [a for a in answers if stopped <= a["sent_at"] and a["answered_at"] <= resumed]
     caught_up = responsive(run)  # the emulation works off what queued up during the stall first
     refused = [a for a in answers if a["status"] == 503]
     time.sleep(max((float(a["retry_after"] or 1) for a in refused), default=0.0))  # as Retry-After asks
