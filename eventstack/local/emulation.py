@@ -27,7 +27,10 @@ from eventstack.local.plan import LOCAL_ROLE_ARN, REGION, LocalPlan
 
 log = logging.getLogger("eventstack.local")
 FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-_SERIALIZED_TARGETS = ("DynamoDB_", "Kinesis_")
+# DynamoDB Streams with DynamoDB: a change-stream read must not run while a transaction is half
+# written (its records would be read, then rolled back: a phantom event relayed). "DynamoDBStreams_"
+# is not a "DynamoDB_" prefix, hence both.
+_SERIALIZED_TARGETS = ("DynamoDB_", "DynamoDBStreams_", "Kinesis_")
 
 
 class PortInUse(RuntimeError):
