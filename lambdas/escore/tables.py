@@ -29,11 +29,7 @@ from escore.settings import ProjectionTable, TableNotConfigured
 
 TABLE_CACHE_SECONDS = 15.0
 
-# Still imported from here by eventstack/replay.py and escore/projector_lambda.py; their home is escore.naming.
-table_parameter_name = naming.table_parameter
-table_parameter_env = naming.table_parameter_env
-
-__all__ = ["TABLE_CACHE_SECONDS", "TableNotConfigured", "TableResolver", "table_parameter_env", "table_parameter_name"]
+__all__ = ["TABLE_CACHE_SECONDS", "TableNotConfigured", "TableResolver"]
 
 
 class TableResolver:

@@ -21,9 +21,11 @@ from escore import control
 from escore.control import Gate
 from escore.engine import Delivery, Projector, position_of
 from escore.envelope import Envelope, encode_record
+from escore.naming import table_parameter as table_parameter_name
+from escore.naming import table_parameter_env
 from escore.projection import ProjectionSpec, is_replayed, mark_replayed
 from escore.projector_lambda import kinesis_handler
-from escore.tables import TableResolver, table_parameter_env, table_parameter_name
+from escore.tables import TableResolver
 from eventstack.local.emulation import tuned_moto_dynamodb
 from eventstack.replay import (
     Clients,

@@ -293,8 +293,9 @@ def test_backfill_from_the_archive_then_live(aws: tuple[Any, Any]) -> None:
 
     # 2. hashtag_counts is deployed: its table is empty, its live mapping starts at the stream's tip.
     hashtag_table = create_projection_table(dynamodb, "hashtag_counts")
+    from escore.naming import table_parameter as table_parameter_name
+    from escore.naming import table_parameter_env
     from escore.projector_lambda import build_projector
-    from escore.tables import table_parameter_env, table_parameter_name
 
     env = {"HASHTAG_COUNTS_TABLE": hashtag_table,  # as deployed: the pointer, hence the gate (cache 0.2 s)
            table_parameter_env("hashtag_counts"): table_parameter_name("test", "hashtag_counts")}
@@ -345,7 +346,8 @@ def test_eventstack_replay_backfills_it_blue_green_then_live(aws: tuple[Any, Any
     """The same through `eventstack replay hashtag_counts` (`--into new`): archive, then the stream's
     records up to the cut, folded with per-stream state, then the switch of the active-table pointer;
     the live projector and the API follow it."""
-    from escore.tables import table_parameter_env, table_parameter_name
+    from escore.naming import table_parameter as table_parameter_name
+    from escore.naming import table_parameter_env
     from tests.support.projectors import upcasters
 
     dynamodb, s3 = aws
