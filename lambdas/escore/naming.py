@@ -139,6 +139,38 @@ def local_archive_bucket() -> str:
     return f"{PROJECT}-archive-{LOCAL_STAGE}"
 
 
+
+# The archive as an audit log (docs/audit.md) and the replay plan (docs/replay.md).
+AUDIT_TABLE = "events_raw"  # the Glue table over the archive: one row per archived line, typed columns
+AUDIT_LINES_TABLE = "events_lines"  # the same objects, one string column `line` (the envelope as archived)
+AUDIT_VIEW = "events"  # events_raw de-duplicated by event_id (eventstack/sql/events.sql)
+
+
+def audit_database(stage: str) -> str:
+    """The Glue database of `stage`'s archive tables: Glue and Athena want lowercase and underscores."""
+    return f"{PROJECT}_{stage}".lower().replace("-", "_")
+
+
+def audit_workgroup(stage: str) -> str:
+    """The Athena workgroup that `eventstack query --engine athena` and `replay --engine aws` run in."""
+    return physical(stage, "audit")
+
+
+def replay_plan_prefix(projection: str, run: str) -> str:
+    """Where a replay's plan (its bucketed event files) goes, in the archive bucket: never under events/."""
+    return f"replay-plans/{projection}/{run}/"
+
+
+def replay_worker_function() -> str:
+    """The replay-worker Lambda (logical) that the Step Functions Distributed Map invokes per plan file."""
+    return "replay-worker"
+
+
+def replay_state_machine() -> str:
+    """The state machine (logical) that runs a replay's Map step on AWS."""
+    return "replay"
+
+
 # Parameters.
 def table_parameter(stage: str, logical_name: str) -> str:
     """A projection's active-table pointer, e.g. /eventstack/dev/projections/user_timeline/table."""
