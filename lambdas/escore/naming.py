@@ -60,6 +60,11 @@ def contract_module(service: str) -> str:
     return f"{service}.contract"
 
 
+def domain_module(service: str) -> str:
+    """A service's aggregates (escore.aggregate): `lambdas/<service>/domain.py`; `eventstack history` folds them."""
+    return f"{service}.domain"
+
+
 def event_store_table(service: str) -> str:
     return f"{service}_events"
 
@@ -156,8 +161,14 @@ def audit_workgroup(stage: str) -> str:
     return physical(stage, "audit")
 
 
+def audit_results_bucket(stage: str, account: str, region: str) -> str:
+    """The Athena workgroup's own results bucket (encrypted, expiring); replay plans go there too."""
+    return physical(stage, f"audit-{account}-{region}")
+
+
 def replay_plan_prefix(projection: str, run: str) -> str:
-    """Where a replay's plan (its bucketed event files) goes, in the archive bucket: never under events/."""
+    """Where a replay's plan (its bucketed event files) goes, in the audit results bucket (not the
+    Object-Locked archive, whose default retention would keep every plan file for its lock period)."""
     return f"replay-plans/{projection}/{run}/"
 
 
