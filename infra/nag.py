@@ -6,17 +6,19 @@ a whole stack, so a new resource of another kind is still checked.
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, App, Validations
+from aws_cdk import Acknowledgment, App, CfnElement, Stack, Validations
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 from constructs import IConstruct
 
 from infra import naming
 from infra.api import ApiGatewayAccount, ServiceApi
 from infra.archive import ArchiveDelivery
+from infra.audit import PLANS_PREFIX, RESULTS_PREFIX, AuditLog
 from infra.auth import UserPool
 from infra.dead_letters import FailureQueue
 from infra.functions import ServiceFunction
 from infra.monitoring import AlarmTopic
+from infra.replay import ReplayMachine
 
 FUNCTION_ACKS = {
     "AwsSolutions::AwsSolutions-IAM5[Resource::*]": (
@@ -99,14 +101,79 @@ def _table_generation_acks(function: ServiceFunction) -> dict[str, str]:
     """One finding per `<table>-g*` pattern this very function was granted (infra/tables.py)."""
     reason = (
         "`eventstack replay --into new` builds a projection's next table outside CloudFormation, named "
-        "`<deployed table>-g<UTC timestamp>`, and switches the projection's SSM pointer to it; the projector "
-        "and its API must reach whichever generation is active, so the grant names that projection's own "
-        "`-g*` prefix (its explicit actions only), never other tables."
+        "`<deployed table>-g<UTC timestamp>`, and switches the projection's SSM pointer to it; the projector, "
+        "its API and the replay worker (which folds into the generation being built) must reach whichever "
+        "generation is meant, so the grant names that projection's own `-g*` prefix (its explicit actions "
+        "only), never other tables."
     )
     return {
         f"AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:dynamodb:<AWS::Region>:"
         f"<AWS::AccountId>:table/{pattern}]": reason
         for pattern in function.table_generations
+    }
+
+
+STATE_MACHINE_ACKS = {
+    "AwsSolutions::AwsSolutions-IAM5[Resource::*]": (
+        "The replay state machine's role gets xray:PutTraceSegments/PutTelemetryRecords/GetSampling* (X-Ray "
+        "tracing) and the logs:*LogDelivery/DescribeLogGroups/DescribeResourcePolicies actions of vended "
+        "CloudWatch Logs delivery on '*': none of them supports resource-level permissions."
+    ),
+}
+
+
+def _logical_id(construct: IConstruct) -> str:
+    """The CloudFormation logical id of a construct's default resource, as cdk-nag prints it."""
+    element = construct.node.default_child
+    assert isinstance(element, CfnElement)
+    return str(Stack.of(construct).resolve(Stack.of(construct).get_logical_id(element)))
+
+
+def _audit_acks(audit: AuditLog) -> dict[str, str]:
+    """The reader policy's two object prefixes (their keys are Firehose's and Athena's, not known ahead)."""
+    archive, results = _logical_id(audit.archive_bucket), _logical_id(audit.results_bucket)
+    return {
+        f"AwsSolutions::AwsSolutions-IAM5[Resource::<{archive}.Arn>/{audit.archive_prefix}*]": (
+            "An audit reader reads every archived object, whose keys Firehose generates (service and hour "
+            "partitions, stream name, random suffix): GetObject on the archive's events/ prefix only, "
+            "never errors/ or anything else in the bucket."
+        ),
+        f"AwsSolutions::AwsSolutions-IAM5[Resource::<{results}.Arn>/{RESULTS_PREFIX}*]": (
+            "Athena names each query's result objects by query id: the reader writes and reads them under "
+            "the workgroup's results/ prefix only (the workgroup enforces that location)."
+        ),
+    }
+
+
+def _replay_acks(machine: ReplayMachine) -> dict[str, str]:
+    """The replay machine's object and child-execution patterns (infra/replay.py)."""
+    plans, worker = _logical_id(machine.plans_bucket), _logical_id(machine.worker.function)
+    machine_ref = _logical_id(machine.state_machine)
+    execution = (
+        "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+        f'{{"Fn::Select":[6,{{"Fn::Split":[":",{{"Ref":"{machine_ref}"}}]}}]}}'
+    )
+    child_reason = (
+        "CDK's Distributed Map grant: the machine describes and stops its own child executions, whose "
+        "names Step Functions generates under this state machine's (and its Map Run's) execution ARN."
+    )
+    return {
+        **STATE_MACHINE_ACKS,
+        f"AwsSolutions::AwsSolutions-IAM5[Resource::<{plans}.Arn>/{PLANS_PREFIX}*]": (
+            "The worker reads the plan files Athena UNLOAD wrote (their names Athena generates) under the "
+            "replay-plans/ prefix of the audit results bucket: GetObject only, nothing else in the bucket."
+        ),
+        f"AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::<{plans}>/*]": (
+            "The Distributed Map's ItemReader reads each run's manifest.json, whose key is given per "
+            "execution; CDK grants s3:GetObject on the audit results bucket's objects (it holds only "
+            "query results and replay plans), no write and no other bucket."
+        ),
+        f"AwsSolutions::AwsSolutions-IAM5[Resource::<{worker}.Arn>:*]": (
+            "CDK's LambdaInvoke grant: lambda:InvokeFunction on the worker and its versions/aliases "
+            "(<function arn>:*), that one function only."
+        ),
+        f"AwsSolutions::AwsSolutions-IAM5[Resource::{execution}:*]": child_reason,
+        f"AwsSolutions::AwsSolutions-IAM5[Resource::{execution}/FoldEveryFile:*]": child_reason,
     }
 
 
@@ -126,6 +193,10 @@ def acknowledgments(construct: IConstruct) -> dict[str, str]:
         return USER_POOL_ACKS
     if isinstance(construct, AlarmTopic):
         return ALARM_TOPIC_ACKS
+    if isinstance(construct, AuditLog):
+        return _audit_acks(construct)
+    if isinstance(construct, ReplayMachine):
+        return _replay_acks(construct)
     return {}
 
 

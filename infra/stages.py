@@ -56,6 +56,10 @@ class StageSettings:
     bundle_dependencies: bool = True
     # zip: one code asset for every function; image: one container image (lambdas/Dockerfile)
     packaging: Packaging = "zip"
+    # Audit log (infra/audit.py): Athena's per-query scan cutoff (a replay plan scans the whole window
+    # once: keep it above the archive's compressed size) and how long query results and plans are kept.
+    audit_bytes_scanned_cutoff: int = 100 * 1024**3
+    audit_results_expiration_days: int = 7
 
 
 STAGES: dict[str, StageSettings] = {
@@ -102,6 +106,8 @@ STAGES: dict[str, StageSettings] = {
         deletion_protection=True,
         retain_data=True,
         iterator_age_alarm_seconds=300,
+        audit_bytes_scanned_cutoff=2 * 1024**4,
+        audit_results_expiration_days=30,
     ),
 }
 
