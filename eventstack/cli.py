@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from eventstack.commands import archive, dlq, local, replay
+from eventstack.commands import history as history_verb
+from eventstack.commands import trace as trace_verb
 
 app = typer.Typer(
     name="eventstack",
@@ -25,6 +27,8 @@ app.command("local")(local.local)
 app.command("replay")(replay.replay)
 app.add_typer(archive.app, name="archive")
 app.add_typer(dlq.app, name="dlq")
+app.command("trace")(trace_verb.trace)
+app.command("history")(history_verb.history)
 
 
 def main() -> None:
