@@ -52,9 +52,27 @@ def transpile(sql: str, *, write: Dialect, read: Dialect = SOURCE_DIALECT) -> st
     from sqlglot.errors import ParseError
 
     try:
-        return ";\n".join(sqlglot.transpile(sql, read=read, write=write, pretty=True))
+        trees = sqlglot.parse(sql, read=read)
     except ParseError as exc:
         raise QueryError(f"cannot read the query as {read} SQL: {exc}") from None
+    if write == "athena":
+        trees = [tree.transform(_to_trino) for tree in trees if tree is not None]
+    return ";\n".join(tree.sql(dialect=write, pretty=True) for tree in trees if tree is not None)
+
+
+def _to_trino(node: Any) -> Any:
+    """What sqlglot does not bridge from DuckDB to Trino (the replay plan's stream bucket):
+    md5 of a varchar hashes its UTF-8 bytes (Trino's md5 takes varbinary: to_utf8), and the cast of
+    '0x' || <hex> to an unsigned integer, DuckDB's hex parse, is Trino's from_base(<hex>, 16)."""
+    from sqlglot import exp
+
+    if isinstance(node, exp.MD5) and not isinstance(node.this, exp.Encode):
+        return exp.MD5(this=exp.Encode(this=node.this.copy(), charset=exp.Literal.string("utf-8")))
+    if isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.UBIGINT:
+        text = node.this.unnest()
+        if isinstance(text, exp.DPipe) and isinstance(text.this, exp.Literal) and text.this.this == "0x":
+            return exp.FromBase(this=text.expression.copy().transform(_to_trino), expression=exp.Literal.number(16))
+    return node
 
 
 def text(name: str, dialect: Dialect) -> str:
