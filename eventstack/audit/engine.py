@@ -35,3 +35,42 @@ class QueryEngine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class EngineError(RuntimeError):
+    """The engine cannot run (no archive bucket, the runtime or AWS not reachable, an unreadable cache):
+    the CLI says so in one line and exits 1. A query that cannot be read or fails as SQL is
+    eventstack.sql.QueryError instead (exit 2)."""
+
+
+def open_engine(name: EngineName = "duckdb", *, stage: str | None = None, cache_dir: str | None = None,
+                found: Any = None) -> QueryEngine:
+    """The engine `name` over `stage`'s archive (resources from eventstack.resources, or `found`).
+
+    duckdb: the archive cache in `cache_dir` (default under the user's cache folder, one per
+    endpoint or account and bucket), synced with the bucket at the first query.
+    athena: the stage's workgroup and Glue database (escore.naming.audit_workgroup/audit_database).
+    """
+    import os
+
+    from eventstack import resources
+
+    found = found or resources.load(stage)
+    if name == "athena":
+        from eventstack.audit.athena_engine import AthenaEngine
+
+        return AthenaEngine(resources.client("athena"), stage=found.stage, bucket=found.archive_bucket)
+    if name != "duckdb":
+        raise ValueError(f"no engine {name!r} (duckdb or athena)")
+    from eventstack.audit.cache import ArchiveCache, default_root
+    from eventstack.audit.duckdb_engine import DuckDBEngine
+
+    root = cache_dir
+    if root is None:
+        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            place = endpoint.split("://", 1)[-1].rstrip("/")
+        else:
+            place = str(resources.client("sts").get_caller_identity()["Account"]) + f"-{resources.region()}"
+        root = str(default_root(found.archive_bucket, place))
+    return DuckDBEngine(ArchiveCache(root), s3=resources.client("s3"), bucket=found.archive_bucket)

@@ -1,0 +1,102 @@
+"""How each engine binds the relations of eventstack.sql (`events_raw`, `events`) to the archive.
+
+DuckDB: temporary views over the cached objects (read_json with explicit columns, gzip, hive
+partitioning from the path), joined to the cache's manifest for `archive_key`/`archived_at`.
+Athena: CTEs injected into the user's query with sqlglot, over the Glue table AUDIT_TABLE, whose
+`archive_key` comes from the hidden `"$path"` column and `archived_at` from `"$file_modified_time"`.
+On both, `events` is eventstack/sql/events.sql (transpiled for Athena), written once.
+
+A line is *undecodable* when it is not a JSON object with the envelope's identifying fields
+(`event_id`, `stream_id`, `type` text, `version` an integer): both engines leave such lines out of
+`events_raw` (the DuckDB engine counts them and says so on stderr).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from escore.naming import AUDIT_TABLE, AUDIT_VIEW
+from eventstack import sql as queries
+
+# The envelope's fields as the JSON reader types them (DuckDB's types; JSON is text with JSON functions).
+ENVELOPE_COLUMNS: dict[str, str] = {
+    "event_id": "VARCHAR", "stream_id": "VARCHAR", "version": "BIGINT", "type": "VARCHAR",
+    "schema_version": "BIGINT", "service": "VARCHAR", "occurred_at": "VARCHAR", "data": "JSON", "metadata": "JSON",
+}
+PARTITIONS = ("year", "month", "day", "hour")
+COLUMNS = [*ENVELOPE_COLUMNS, *PARTITIONS, "archive_key", "archived_at"]  # events_raw and events, in order
+IDENTIFYING = ("event_id", "stream_id", "type", "version")  # a line without them is undecodable
+
+
+def decoded(alias: str = "") -> str:
+    """The condition that keeps a decoded line (see the module's docstring)."""
+    return " AND ".join(f"{alias}{name} IS NOT NULL" for name in IDENTIFYING)
+
+
+FILE_COLUMN = "__cached_file"  # read_json's filename column (a name no envelope field has)
+MAX_LINE_BYTES = 64 * 1024 * 1024
+
+
+def read_json_sql(files: list[str]) -> str:
+    """DuckDB: the rows of the cached objects `files` (paths), every line, undecodable ones as NULLs."""
+    columns = "{" + ", ".join(f"'{name}': '{kind}'" for name, kind in ENVELOPE_COLUMNS.items()) + "}"
+    hive = "{'service': 'VARCHAR', " + ", ".join(f"'{p}': 'VARCHAR'" for p in PARTITIONS) + "}"
+    listed = "[" + ", ".join(queries.literal(path) for path in files) + "]"
+    return (f"read_json({listed}, columns = {columns}, format = 'newline_delimited', compression = 'gzip', "
+            f"hive_partitioning = true, hive_types = {hive}, filename = '{FILE_COLUMN}', ignore_errors = true, "
+            f"maximum_object_size = {MAX_LINE_BYTES})")
+
+
+def bind_duckdb(con: Any, objects: list[tuple[str, str, Any]]) -> None:
+    """Create `events_raw` and `events` in DuckDB connection `con` over `objects`: (cached file path,
+    archive key, archived_at). No objects: the same relations, empty."""
+    con.execute("CREATE OR REPLACE TEMP TABLE archive_manifest (path VARCHAR, archive_key VARCHAR, archived_at TIMESTAMP)")
+    if objects:
+        con.executemany("INSERT INTO archive_manifest VALUES (?, ?, ?)", [list(o) for o in objects])
+        envelope = ", ".join(f"r.{name}" for name in ENVELOPE_COLUMNS)
+        partitions = ", ".join(f"r.{p}" for p in PARTITIONS)
+        body = (f"SELECT {envelope}, {partitions}, m.archive_key, m.archived_at "
+                f"FROM {read_json_sql([o[0] for o in objects])} AS r "
+                f"JOIN archive_manifest AS m ON m.path = r.{FILE_COLUMN} WHERE {decoded('r.')}")
+    else:
+        typed = ", ".join(f"CAST(NULL AS {ENVELOPE_COLUMNS.get(name, 'VARCHAR')}) AS {name}"
+                          for name in COLUMNS if name != "archived_at")
+        body = f"SELECT {typed}, CAST(NULL AS TIMESTAMP) AS archived_at WHERE false"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {AUDIT_TABLE} AS {body}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {AUDIT_VIEW} AS {queries.text(AUDIT_VIEW, 'duckdb')}")
+
+
+def athena_ctes(database: str, bucket: str) -> dict[str, str]:
+    """Athena: the CTEs that stand for `events_raw` and `events` (Athena's dialect), in order."""
+    envelope = ", ".join(ENVELOPE_COLUMNS)
+    partitions = ", ".join(PARTITIONS)
+    prefix = f"s3://{bucket}/"
+    raw = (f'SELECT {envelope}, {partitions}, substr("$path", {len(prefix) + 1}) AS archive_key, '
+           f'"$file_modified_time" AS archived_at FROM "{database}"."{AUDIT_TABLE}" WHERE {decoded()}')
+    return {AUDIT_TABLE: raw, AUDIT_VIEW: queries.text(AUDIT_VIEW, "athena")}
+
+
+def inject_ctes(sql: str, ctes: dict[str, str], dialect: str) -> str:
+    """`sql` (one statement in `dialect`) with `ctes` added before its own WITH entries. A CTE the
+    query defines itself under one of those names is left as the query wrote it (its own wins)."""
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import ParseError
+
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+    except ParseError as exc:
+        raise queries.QueryError(f"cannot read the query as {dialect} SQL: {exc}") from None
+    if len(statements) != 1:
+        raise queries.QueryError(f"one SQL statement at a time (got {len(statements)})")
+    tree = statements[0]
+    if not isinstance(tree, exp.Query):
+        raise queries.QueryError("only queries (SELECT, WITH ... SELECT, set operations) run over the archive")
+    own = tree.args.get("with_")
+    own_ctes = list(own.expressions) if own is not None else []
+    taken = {cte.alias_or_name.lower() for cte in own_ctes}
+    added = [exp.CTE(this=sqlglot.parse_one(body, read=dialect), alias=exp.TableAlias(this=exp.to_identifier(name)))
+             for name, body in ctes.items() if name.lower() not in taken]
+    recursive = bool(own.args.get("recursive")) if own is not None else False
+    tree.set("with_", exp.With(expressions=[*added, *own_ctes], recursive=recursive))
+    return tree.sql(dialect=dialect, pretty=True)
