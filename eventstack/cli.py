@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from eventstack.commands import archive, dlq, local, replay
+from eventstack.commands import archive, dlq, local, query, replay
 from eventstack.commands import history as history_verb
 from eventstack.commands import trace as trace_verb
 
@@ -25,6 +25,7 @@ def _verbs() -> None:
 # Verbs are registered below, one line each; their modules import heavy libraries lazily.
 app.command("local")(local.local)
 app.command("replay")(replay.replay)
+app.command("query")(query.query)
 app.add_typer(archive.app, name="archive")
 app.add_typer(dlq.app, name="dlq")
 app.command("trace")(trace_verb.trace)
