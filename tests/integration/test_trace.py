@@ -1,0 +1,219 @@
+"""`eventstack trace`: the archive and the live stores merged and ordered, on moto.
+
+Requests go through the real API handlers (posts, profiles) on DynamoDB under moto, with an
+X-Correlation-Id; some of their events are then archived as Firehose does (gzip JSON Lines under the
+real key layout, one event delivered twice), others stay in the stores only.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import duckdb
+import pytest
+from moto import mock_aws
+from replay_support import put_object
+from support.aws import create_event_store
+from typer.testing import CliRunner
+
+from escore.dynamodb_store import DynamoDBEventStore
+from escore.settings import ApiSettings
+from eventstack import resources
+from eventstack.audit.engine import QueryResult
+from eventstack.audit.trace import ArchiveUnavailable, trace
+from eventstack.cli import app
+from eventstack.commands import trace as trace_command
+from eventstack.local.emulation import tuned_moto_dynamodb
+from posts import api as posts_api
+from profiles import api as profiles_api
+from tests.support.api import ApiClient, routes_of
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "eventstack-archive-trace-test"
+HOUR = datetime(2030, 1, 1, 8, tzinfo=UTC)
+
+
+class S3DuckEngine:
+    """A QueryEngine for the tests: the bucket's archive objects loaded into DuckDB as `events_raw`
+    (every line, with archive_key and archived_at = LastModified) and `events` (first archived copy of
+    each event_id), the relations eventstack.sql describes."""
+
+    name = "duckdb"
+
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self.con = duckdb.connect()
+        self.con.execute(
+            "CREATE TABLE events_raw (event_id TEXT, stream_id TEXT, version BIGINT, type TEXT, schema_version BIGINT,"
+            " service TEXT, occurred_at TEXT, data JSON, metadata JSON, archive_key TEXT, archived_at TIMESTAMP)")
+        rows = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="events/"):
+            for item in page.get("Contents", []):
+                body = gzip.decompress(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+                when = item["LastModified"].astimezone(UTC).replace(tzinfo=None)
+                for line in body.splitlines():
+                    e = json.loads(line)
+                    rows.append((e["event_id"], e["stream_id"], e["version"], e["type"], e["schema_version"],
+                                 e["service"], e["occurred_at"], json.dumps(e["data"]), json.dumps(e["metadata"]),
+                                 item["Key"], when))
+        if rows:
+            self.con.executemany("INSERT INTO events_raw VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self.con.execute("CREATE VIEW events AS SELECT * EXCLUDE (n) FROM (SELECT *, row_number() OVER "
+                         "(PARTITION BY event_id ORDER BY archived_at, archive_key) AS n FROM events_raw) WHERE n = 1")
+
+    def query(self, sql: str, params: dict[str, Any] | None = None, *, dialect: str | None = None,
+              progress: Any = None) -> QueryResult:
+        cursor = self.con.execute(sql, params or {})
+        return QueryResult([d[0] for d in cursor.description], cursor.fetchall())
+
+    def close(self) -> None:
+        self.con.close()
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    with mock_aws(), tuned_moto_dynamodb():
+        clients = {n: boto3.client(n, region_name="us-east-1") for n in ("dynamodb", "s3", "ssm")}
+        clients["s3"].create_bucket(Bucket=BUCKET)
+        tables = {f"{s}_events": create_event_store(clients["dynamodb"], s) for s in ("posts", "profiles")}
+        found = resources.Resources("test", BUCKET, tables, {"posts": "posts-events", "profiles": "profiles-events"})
+        resources.publish(found, clients["ssm"])
+        clients["resources"] = found
+        # the CLI opens this engine (the archive as the audit engine sees it) instead of syncing a cache
+        monkeypatch.setattr(trace_command, "open_archive",
+                            lambda engine, found, progress: S3DuckEngine(clients["s3"], BUCKET))
+        yield clients
+
+
+def api(service: str) -> ApiClient:
+    module = posts_api if service == "posts" else profiles_api
+    return ApiClient(module.build(ApiSettings.environment(service, f"{service}_events")), routes_of(service))
+
+
+def stored(client: Any, service: str) -> list[Any]:
+    return list(DynamoDBEventStore(f"{service}_events", client).iter_all())
+
+
+def one_request_across_services(aws: dict[str, Any], correlation_id: str) -> dict[str, Any]:
+    """A user registers, writes a post and edits it, all under one correlation id; other requests under others."""
+    headers = {"X-Correlation-Id": correlation_id}
+    profiles, posts = api("profiles"), api("posts")
+    user = profiles.post("/users", {"handle": f"h{uuid.uuid4().hex[:8]}", "display_name": "Ada"}, headers=headers)
+    assert user.status == 201 and user.correlation_id == correlation_id, user
+    user_id = user.json["user_id"]
+    post = posts.post("/posts", {"author_id": user_id, "text": "first"}, headers=headers)
+    assert post.status == 201, post
+    post_id = post.json["post_id"]
+    other = posts.post("/posts", {"author_id": user_id, "text": "another request"}, headers={"X-Correlation-Id": "other"})
+    assert other.status == 201, other
+    edit = posts.patch(f"/posts/{post_id}", {"text": "second", "expected_version": 1}, headers=headers)
+    assert edit.status == 200, edit
+    return {"user_id": user_id, "post_id": post_id}
+
+
+def archive_some(aws: dict[str, Any]) -> None:
+    """Archive the user's registration twice (at-least-once) and the post's creation; the edit stays in the store."""
+    users = stored(aws["dynamodb"], "profiles")
+    posts = sorted(stored(aws["dynamodb"], "posts"), key=lambda e: (e.occurred_at, e.version))
+    created = [e for e in posts if e.type == "PostCreated"]
+    put_object(aws["s3"], "profiles", HOUR, "0001", users, BUCKET)
+    put_object(aws["s3"], "profiles", HOUR, "0002", users, BUCKET)  # the same batch delivered again
+    put_object(aws["s3"], "posts", HOUR, "0001", created, BUCKET)
+
+
+def test_trace_merges_archive_and_stores_in_order(aws: dict[str, Any]) -> None:
+    ids = one_request_across_services(aws, "req-trace-1")
+    archive_some(aws)
+    engine = S3DuckEngine(aws["s3"], BUCKET)
+    result = trace("req-trace-1", engine=engine, dynamodb=aws["dynamodb"], resources=aws["resources"])
+    got = [(e.type, e.stream_id, e.version, e.source) for e in result.entries]
+    assert got == [
+        ("UserRegistered", f"user-{ids['user_id']}", 1, "both"),
+        ("PostCreated", f"post-{ids['post_id']}", 1, "both"),
+        ("PostEdited", f"post-{ids['post_id']}", 2, "store"),
+    ]
+    assert [e.occurred_at for e in result.entries] == sorted(e.occurred_at for e in result.entries)
+    assert all(e.depth == 0 for e in result.entries)  # causation ids are request ids today
+    assert all(e.causation_id for e in result.entries)
+    assert len({e.causation_id for e in result.entries}) == 3  # one request id per command
+    assert result.entries[0].archived_at is not None and result.entries[1].archived_at is not None
+    assert result.entries[2].archived_at is None
+    assert result.entries[2].data["text"] == "second"
+    assert (result.stats["archived"], result.stats["stored"], result.stats["both"]) == (2, 3, 2)
+    document = result.to_json()
+    assert document["correlation_id"] == "req-trace-1"
+    assert [e["event_id"] for e in document["entries"]] == [e.event_id for e in result.entries]
+    assert set(document["entries"][0]) == {"event_id", "causation_id", "service", "stream_id", "version", "type",
+                                           "occurred_at", "archived_at", "source", "depth", "data"}
+
+    # the stores alone (engine None), and an event only the archive still holds
+    alone = trace("req-trace-1", engine=None, dynamodb=aws["dynamodb"], resources=aws["resources"])
+    assert [e.source for e in alone.entries] == ["store", "store", "store"]
+    gone = next(e for e in stored(aws["dynamodb"], "posts") if e.type == "PostCreated"
+                and e.metadata["correlation_id"] == "req-trace-1")
+    aws["dynamodb"].delete_item(TableName="posts_events", Key={"stream_id": {"S": gone.stream_id},
+                                                               "version": {"N": str(gone.version)}})
+    again = trace("req-trace-1", engine=engine, dynamodb=aws["dynamodb"], resources=aws["resources"])
+    assert [e.source for e in again.entries] == ["both", "archive", "store"]
+
+
+def test_the_cli_prints_json_and_a_table(aws: dict[str, Any]) -> None:
+    ids = one_request_across_services(aws, "req-cli")
+    archive_some(aws)
+    result = CliRunner().invoke(app, ["trace", "req-cli", "--format", "json", "--stage", "test"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["correlation_id"] == "req-cli"
+    assert [(e["type"], e["source"]) for e in document["entries"]] == [
+        ("UserRegistered", "both"), ("PostCreated", "both"), ("PostEdited", "store")]
+    assert document["entries"][2]["archived_at"] is None
+
+    table = CliRunner().invoke(app, ["trace", "req-cli", "--stage", "test"], env={"COLUMNS": "250"})
+    assert table.exit_code == 0, table.output
+    assert "not archived yet" in table.stdout
+    assert f"post-{ids['post_id']}" in table.stdout and "PostEdited" in table.stdout
+    assert "3 event(s): 2 archived, 1 in a store only" in table.stdout
+
+
+def test_an_unknown_correlation_id_is_an_empty_trace(aws: dict[str, Any]) -> None:
+    one_request_across_services(aws, "req-known")
+    archive_some(aws)
+    as_json = CliRunner().invoke(app, ["trace", "nobody", "--format", "json", "--stage", "test"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout) == {"correlation_id": "nobody", "entries": []}
+    as_table = CliRunner().invoke(app, ["trace", "nobody", "--stage", "test"])
+    assert as_table.exit_code == 0, as_table.output
+    assert "no event carries correlation id 'nobody'" in as_table.stderr
+    # a prefix of a known id is not that id: the store's filter is on the whole JSON string
+    assert json.loads(CliRunner().invoke(app, ["trace", "req-kno", "--format", "json", "--stage", "test"])
+                      .stdout)["entries"] == []
+
+
+def test_a_store_or_archive_that_cannot_be_read_is_one_line_and_exit_1(aws: dict[str, Any],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = resources.Resources("test2", BUCKET, {"posts_events": "no_such_table", "profiles_events": "profiles_events"},
+                                  {})
+    resources.publish(missing, aws["ssm"])
+    result = CliRunner().invoke(app, ["trace", "x", "--stage", "test2"])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the event store no_such_table cannot be read:"), lines
+    assert "Traceback" not in result.output
+
+    class Broken(S3DuckEngine):
+        def query(self, sql: str, params: dict[str, Any] | None = None, **kwargs: Any) -> QueryResult:
+            raise OSError("connection refused\nsecond line")
+
+    monkeypatch.setattr(trace_command, "open_archive",
+                        lambda engine, found, progress: Broken(aws["s3"], BUCKET))
+    result = CliRunner().invoke(app, ["trace", "x", "--stage", "test"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == "error: the archive cannot be queried (duckdb): connection refused"
+    with pytest.raises(ArchiveUnavailable):
+        trace("x", engine=Broken(aws["s3"], BUCKET), dynamodb=aws["dynamodb"], resources=aws["resources"])
