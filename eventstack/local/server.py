@@ -3,8 +3,8 @@
 Each request becomes the proxy event a REST API sends (eventstack.apigw.rest_event), goes to the
 function of the service that owns the route (topology routes), and the handler's proxy result is
 written back (eventstack.apigw.parse_proxy_result). Routes of its own: GET /_local/status,
-POST /_local/drain?timeout=SECONDS (docs/api.md, "The local runtime's routes"), and GET /openapi.json, the OpenAPI document of both
-services (eventstack.openapi, the same as docs/openapi.json).
+POST /_local/drain?timeout=SECONDS (docs/api.md, "The local runtime's routes"), GET /openapi.json, the OpenAPI document of both
+services (eventstack.openapi, the same as docs/openapi.json), and the web UI under /_local/ui (eventstack.local.ui_api).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from werkzeug.wrappers import Request, Response
 from escore.correlation import CORRELATION_HEADER, correlation_id_of
 from eventstack.apigw import RouteMatch, match_route, parse_proxy_result, rest_event
 from eventstack.local.emulation import QuietRequestHandler
+from eventstack.local.ui_api import UI_PATH, UiApi
 from eventstack.local.workers import FunctionError, WorkerDied
 from eventstack.topology import Route
 
@@ -133,6 +134,7 @@ class ApiServer:
         self._lock = threading.Lock()
         self.idle = threading.Condition(self._lock)
         self.requests = 0
+        self.ui = UiApi(backend.status)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = Request(environ)
@@ -217,6 +219,8 @@ class ApiServer:
         return Response(document_text(), status=200, mimetype="application/json")
 
     def local_route(self, request: Request, correlation_id: str) -> Response:
+        if request.path == UI_PATH or request.path.startswith(UI_PATH + "/"):
+            return self.ui(request)
         if request.path == "/_local/status":
             if request.method != "GET":
                 return _error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}",
