@@ -8,6 +8,7 @@ import typer
 
 from eventstack.commands.trace import (
     NOT_ARCHIVED,
+    CacheOption,
     EngineOption,
     FormatOption,
     StageOption,
@@ -28,6 +29,7 @@ def history(
                      "occurred until then, and the state they fold to. Default: all of them.")] = None,
     engine: EngineOption = "duckdb",
     format: FormatOption = "table",
+    cache_dir: CacheOption = None,
     stage: StageOption = None,
 ) -> None:
     """A stream's events, and its aggregate's state as of --at, folded by the service's own code.
@@ -48,7 +50,7 @@ def history(
         moment = histories.instant(at)
     except histories.HistoryError as exc:
         raise fail(err, str(exc), 2) from None
-    with sources(engine, stage, err) as (found, archive, dynamodb):
+    with sources(engine, stage, cache_dir, err) as (found, archive, dynamodb):
         result = run_or_exit(err, lambda: histories.history(
             stream_id, at=moment, engine=archive, dynamodb=dynamodb, resources=found, progress=progress_to(err)))
     if format == "json":

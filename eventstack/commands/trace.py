@@ -13,6 +13,8 @@ from eventstack.commands import reason
 EngineOption = Annotated[str, typer.Option(
     "--engine", help="Where the archive is queried: duckdb (a local cache of the archive's objects) or athena.")]
 FormatOption = Annotated[str, typer.Option("--format", help="table or json.")]
+CacheOption = Annotated[str | None, typer.Option(
+    "--cache-dir", help="The DuckDB engine's archive cache (default: under ~/.cache/eventstack/).")]
 StageOption = Annotated[
     str | None, typer.Option("--stage", envvar="EVENTSTACK_STAGE", help="Stage; default: the one deployed.")]
 ENGINES = ("duckdb", "athena")
@@ -24,6 +26,7 @@ def trace(
     correlation_id: Annotated[str, typer.Argument(help="The request's X-Correlation-Id.")],
     engine: EngineOption = "duckdb",
     format: FormatOption = "table",
+    cache_dir: CacheOption = None,
     stage: StageOption = None,
 ) -> None:
     """Every event one request caused, across services, in causal order, with when each was archived.
@@ -39,7 +42,7 @@ def trace(
 
     err = console(stderr=True)
     check_choices(engine, format)
-    with sources(engine, stage, err) as (found, archive, dynamodb):
+    with sources(engine, stage, cache_dir, err) as (found, archive, dynamodb):
         result = run_or_exit(err, lambda: tracing.trace(correlation_id, engine=archive, dynamodb=dynamodb,
                                                           resources=found, progress=progress_to(err)))
     if format == "json":
@@ -96,7 +99,9 @@ def escape(text: str) -> str:
 
 
 def progress_to(err: Any) -> Callable[[str], None]:
-    return lambda line: err.print(f"[dim]{escape(line)}[/dim]", highlight=False)
+    """The engine's progress lines on stderr, as `eventstack query` shows them (warnings in yellow)."""
+    return lambda line: err.print(escape(line), style="yellow" if line.startswith("warning") else "dim",
+                                  highlight=False)
 
 
 def print_json(document: dict[str, Any]) -> None:
@@ -106,7 +111,7 @@ def print_json(document: dict[str, Any]) -> None:
 
 
 @contextmanager
-def sources(engine: str, stage: str | None, err: Any) -> Iterator[tuple[Any, Any, Any]]:
+def sources(engine: str, stage: str | None, cache_dir: str | None, err: Any) -> Iterator[tuple[Any, Any, Any]]:
     """The stage's resources, the archive's engine and a DynamoDB client; closed afterwards."""
     from eventstack import resources
     from eventstack.audit.trace import ArchiveUnavailable
@@ -116,7 +121,7 @@ def sources(engine: str, stage: str | None, err: Any) -> Iterator[tuple[Any, Any
     except resources.ResourceError as exc:  # no stage found, or the local runtime does not answer
         raise fail(err, reason(exc), 1) from None
     try:
-        archive = open_archive(engine, found, progress_to(err))
+        archive = open_archive(engine, found, cache_dir)
     except ArchiveUnavailable as exc:
         raise fail(err, str(exc), 1) from None
     try:
@@ -125,13 +130,13 @@ def sources(engine: str, stage: str | None, err: Any) -> Iterator[tuple[Any, Any
         archive.close()
 
 
-def open_archive(engine: str, found: Any, progress: Callable[[str], None]) -> Any:
+def open_archive(engine: str, found: Any, cache_dir: str | None) -> Any:
     """The query engine of the archive (eventstack.audit.engine.open_engine); ArchiveUnavailable if it cannot open."""
-    from eventstack.audit import engine as engines
+    from eventstack.audit.engine import open_engine
     from eventstack.audit.trace import ArchiveUnavailable
 
     try:
-        return engines.open_engine(engine, found, progress=progress)  # type: ignore[attr-defined]
+        return open_engine(engine, found=found, cache_dir=cache_dir)  # type: ignore[arg-type]
     except Exception as exc:  # any engine's failure to open (S3, Glue, Athena): one line
         line = (str(exc).strip() or type(exc).__name__).splitlines()[0]
         raise ArchiveUnavailable(f"the archive cannot be opened ({engine}): {line}") from None

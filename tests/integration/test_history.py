@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import test_trace
 from replay_support import put_object
-from test_trace import BUCKET, HOUR, S3DuckEngine, api
+from test_trace import BUCKET, HOUR, api, archive_engine
 from typer.testing import CliRunner
 
 from escore.dynamodb_store import DynamoDBEventStore
@@ -58,7 +58,7 @@ TEXTS = {"created": ("one", False, 1), "edited": ("two", False, 2), "edited_agai
 
 def test_the_post_at_each_moment(aws: dict[str, Any]) -> None:
     post_id, moments = post_lifetime(aws)
-    engine = S3DuckEngine(aws["s3"], BUCKET)
+    engine = archive_engine(aws)
     stream = f"post-{post_id}"
     for moment, (text, deleted, version) in TEXTS.items():
         told = history(stream, at=moments[moment], engine=engine, dynamodb=aws["dynamodb"], resources=aws["resources"])
@@ -74,15 +74,17 @@ def test_the_post_at_each_moment(aws: dict[str, Any]) -> None:
     assert now.state is not None and now.state["deleted"] is True and now.at is None
 
 
-def run(*args: str) -> Any:
-    return CliRunner().invoke(app, ["history", *args, "--stage", "test"], env={"COLUMNS": "250"})
+def run(aws: dict[str, Any], *args: str) -> Any:
+    """The real verb, on the real DuckDB engine with its cache in the test's folder."""
+    return CliRunner().invoke(app, ["history", *args, "--stage", "test", "--cache-dir", aws["cache"]],
+                              env={"COLUMNS": "250"})
 
 
 def test_the_cli_json_and_table(aws: dict[str, Any]) -> None:
     post_id, moments = post_lifetime(aws)
     stream = f"post-{post_id}"
     for moment, (text, deleted, version) in TEXTS.items():
-        result = run(stream, "--at", moments[moment], "--format", "json")
+        result = run(aws, stream, "--at", moments[moment], "--format", "json")
         assert result.exit_code == 0, result.output
         document = json.loads(result.stdout)
         assert set(document) == {"stream_id", "at", "events", "state"}
@@ -90,19 +92,19 @@ def test_the_cli_json_and_table(aws: dict[str, Any]) -> None:
         assert [e["version"] for e in document["events"]] == list(range(1, version + 1))
         assert document["state"]["text"] == text and document["state"]["deleted"] is deleted
         assert document["state"]["id"] == post_id and document["state"]["version"] == version
-    before = run(stream, "--at", moments["before"], "--format", "json")
+    before = run(aws, stream, "--at", moments["before"], "--format", "json")
     assert before.exit_code == 0, before.output
     assert json.loads(before.stdout) == {"stream_id": stream, "at": moments["before"], "events": [], "state": None}
 
-    table = run(stream, "--at", moments["edited"])
+    table = run(aws, stream, "--at", moments["edited"])
     assert table.exit_code == 0, table.output
     assert "PostCreated" in table.stdout and "PostEdited" in table.stdout and "PostDeleted" not in table.stdout
     assert "2 later event(s) not folded" in table.stdout
     state = json.loads(table.stdout[table.stdout.index("{\n"):])  # the state's JSON ends the output
     assert state["text"] == "two"
-    not_yet = run(stream, "--at", moments["before"])
+    not_yet = run(aws, stream, "--at", moments["before"])
     assert not_yet.exit_code == 0 and f"state as of {moments['before']}: did not exist yet" in not_yet.stdout
-    whole = run(stream)
+    whole = run(aws, stream)
     assert whole.exit_code == 0 and "not archived yet" in whole.stdout and "state now:" in whole.stdout
 
 
@@ -113,10 +115,10 @@ def test_bad_input_is_one_line_and_exit_2(aws: dict[str, Any]) -> None:
         (("post-x", "--at", "last tuesday"), "error: --at: 'last tuesday' is not a time: use RFC 3339, "
                                              "e.g. 2026-11-26T14:00:00Z or 2026-11-26"),
     ]:
-        result = run(*args)
+        result = run(aws, *args)
         assert result.exit_code == 2, result.output
         assert result.stderr.strip() == message
         assert result.stdout == ""
-    empty = run("user-0b6f2f0e-2222-4000-8000-00000000000b", "--format", "json")
+    empty = run(aws, "user-0b6f2f0e-2222-4000-8000-00000000000b", "--format", "json")
     assert empty.exit_code == 0, empty.output
     assert json.loads(empty.stdout)["events"] == [] and "has no events" in empty.stderr

@@ -7,15 +7,14 @@ real key layout, one event delivered twice), others stay in the stores only.
 
 from __future__ import annotations
 
-import gzip
 import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
-import duckdb
 import pytest
 from moto import mock_aws
 from replay_support import put_object
@@ -25,10 +24,10 @@ from typer.testing import CliRunner
 from escore.dynamodb_store import DynamoDBEventStore
 from escore.settings import ApiSettings
 from eventstack import resources
-from eventstack.audit.engine import QueryResult
+from eventstack.audit.cache import ArchiveCache
+from eventstack.audit.duckdb_engine import DuckDBEngine
 from eventstack.audit.trace import ArchiveUnavailable, trace
 from eventstack.cli import app
-from eventstack.commands import trace as trace_command
 from eventstack.local.emulation import tuned_moto_dynamodb
 from posts import api as posts_api
 from profiles import api as profiles_api
@@ -40,44 +39,13 @@ BUCKET = "eventstack-archive-trace-test"
 HOUR = datetime(2030, 1, 1, 8, tzinfo=UTC)
 
 
-class S3DuckEngine:
-    """A QueryEngine for the tests: the bucket's archive objects loaded into DuckDB as `events_raw`
-    (every line, with archive_key and archived_at = LastModified) and `events` (first archived copy of
-    each event_id), the relations eventstack.sql describes."""
-
-    name = "duckdb"
-
-    def __init__(self, s3: Any, bucket: str) -> None:
-        self.con = duckdb.connect()
-        self.con.execute(
-            "CREATE TABLE events_raw (event_id TEXT, stream_id TEXT, version BIGINT, type TEXT, schema_version BIGINT,"
-            " service TEXT, occurred_at TEXT, data JSON, metadata JSON, archive_key TEXT, archived_at TIMESTAMP)")
-        rows = []
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="events/"):
-            for item in page.get("Contents", []):
-                body = gzip.decompress(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
-                when = item["LastModified"].astimezone(UTC).replace(tzinfo=None)
-                for line in body.splitlines():
-                    e = json.loads(line)
-                    rows.append((e["event_id"], e["stream_id"], e["version"], e["type"], e["schema_version"],
-                                 e["service"], e["occurred_at"], json.dumps(e["data"]), json.dumps(e["metadata"]),
-                                 item["Key"], when))
-        if rows:
-            self.con.executemany("INSERT INTO events_raw VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        self.con.execute("CREATE VIEW events AS SELECT * EXCLUDE (n) FROM (SELECT *, row_number() OVER "
-                         "(PARTITION BY event_id ORDER BY archived_at, archive_key) AS n FROM events_raw) WHERE n = 1")
-
-    def query(self, sql: str, params: dict[str, Any] | None = None, *, dialect: str | None = None,
-              progress: Any = None) -> QueryResult:
-        cursor = self.con.execute(sql, params or {})
-        return QueryResult([d[0] for d in cursor.description], cursor.fetchall())
-
-    def close(self) -> None:
-        self.con.close()
+def archive_engine(aws: dict[str, Any]) -> DuckDBEngine:
+    """The audit engine `eventstack trace --engine duckdb` opens: DuckDB over a cache synced from the bucket."""
+    return DuckDBEngine(ArchiveCache(aws["cache"]), s3=aws["s3"], bucket=BUCKET)
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+def aws(tmp_path: Path) -> Iterator[dict[str, Any]]:
     with mock_aws(), tuned_moto_dynamodb():
         clients = {n: boto3.client(n, region_name="us-east-1") for n in ("dynamodb", "s3", "ssm")}
         clients["s3"].create_bucket(Bucket=BUCKET)
@@ -85,9 +53,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         found = resources.Resources("test", BUCKET, tables, {"posts": "posts-events", "profiles": "profiles-events"})
         resources.publish(found, clients["ssm"])
         clients["resources"] = found
-        # the CLI opens this engine (the archive as the audit engine sees it) instead of syncing a cache
-        monkeypatch.setattr(trace_command, "open_archive",
-                            lambda engine, found, progress: S3DuckEngine(clients["s3"], BUCKET))
+        clients["cache"] = str(tmp_path / "archive-cache")
         yield clients
 
 
@@ -127,10 +93,16 @@ def archive_some(aws: dict[str, Any]) -> None:
     put_object(aws["s3"], "posts", HOUR, "0001", created, BUCKET)
 
 
+def trace_cli(aws: dict[str, Any], *args: str, stage: str = "test") -> Any:
+    """The real verb, on the real DuckDB engine with its cache in the test's folder."""
+    return CliRunner().invoke(app, ["trace", *args, "--stage", stage, "--cache-dir", aws["cache"]],
+                              env={"COLUMNS": "250"})
+
+
 def test_trace_merges_archive_and_stores_in_order(aws: dict[str, Any]) -> None:
     ids = one_request_across_services(aws, "req-trace-1")
     archive_some(aws)
-    engine = S3DuckEngine(aws["s3"], BUCKET)
+    engine = archive_engine(aws)
     result = trace("req-trace-1", engine=engine, dynamodb=aws["dynamodb"], resources=aws["resources"])
     got = [(e.type, e.stream_id, e.version, e.source) for e in result.entries]
     assert got == [
@@ -166,7 +138,7 @@ def test_trace_merges_archive_and_stores_in_order(aws: dict[str, Any]) -> None:
 def test_the_cli_prints_json_and_a_table(aws: dict[str, Any]) -> None:
     ids = one_request_across_services(aws, "req-cli")
     archive_some(aws)
-    result = CliRunner().invoke(app, ["trace", "req-cli", "--format", "json", "--stage", "test"])
+    result = trace_cli(aws, "req-cli", "--format", "json")
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["correlation_id"] == "req-cli"
@@ -174,7 +146,7 @@ def test_the_cli_prints_json_and_a_table(aws: dict[str, Any]) -> None:
         ("UserRegistered", "both"), ("PostCreated", "both"), ("PostEdited", "store")]
     assert document["entries"][2]["archived_at"] is None
 
-    table = CliRunner().invoke(app, ["trace", "req-cli", "--stage", "test"], env={"COLUMNS": "250"})
+    table = trace_cli(aws, "req-cli")
     assert table.exit_code == 0, table.output
     assert "not archived yet" in table.stdout
     assert f"post-{ids['post_id']}" in table.stdout and "PostEdited" in table.stdout
@@ -184,36 +156,33 @@ def test_the_cli_prints_json_and_a_table(aws: dict[str, Any]) -> None:
 def test_an_unknown_correlation_id_is_an_empty_trace(aws: dict[str, Any]) -> None:
     one_request_across_services(aws, "req-known")
     archive_some(aws)
-    as_json = CliRunner().invoke(app, ["trace", "nobody", "--format", "json", "--stage", "test"])
+    as_json = trace_cli(aws, "nobody", "--format", "json")
     assert as_json.exit_code == 0, as_json.output
     assert json.loads(as_json.stdout) == {"correlation_id": "nobody", "entries": []}
-    as_table = CliRunner().invoke(app, ["trace", "nobody", "--stage", "test"])
+    as_table = trace_cli(aws, "nobody")
     assert as_table.exit_code == 0, as_table.output
     assert "no event carries correlation id 'nobody'" in as_table.stderr
     # a prefix of a known id is not that id: the store's filter is on the whole JSON string
-    assert json.loads(CliRunner().invoke(app, ["trace", "req-kno", "--format", "json", "--stage", "test"])
-                      .stdout)["entries"] == []
+    assert json.loads(trace_cli(aws, "req-kno", "--format", "json").stdout)["entries"] == []
 
 
-def test_a_store_or_archive_that_cannot_be_read_is_one_line_and_exit_1(aws: dict[str, Any],
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    missing = resources.Resources("test2", BUCKET, {"posts_events": "no_such_table", "profiles_events": "profiles_events"},
-                                  {})
-    resources.publish(missing, aws["ssm"])
-    result = CliRunner().invoke(app, ["trace", "x", "--stage", "test2"])
+def test_a_store_or_archive_that_cannot_be_read_is_one_line_and_exit_1(aws: dict[str, Any]) -> None:
+    tables = {"posts_events": "no_such_table", "profiles_events": "profiles_events"}
+    resources.publish(resources.Resources("nostore", BUCKET, tables, {}), aws["ssm"])
+    result = trace_cli(aws, "x", stage="nostore")
     assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: the event store no_such_table cannot be read:"), lines
+    lines = result.stderr.strip().splitlines()  # the engine's progress ("synced 0 archive objects"), then the error
+    assert lines[-1].startswith("error: the event store no_such_table cannot be read: "), lines
+    assert [line for line in lines if "error" in line] == lines[-1:]
     assert "Traceback" not in result.output
 
-    class Broken(S3DuckEngine):
-        def query(self, sql: str, params: dict[str, Any] | None = None, **kwargs: Any) -> QueryResult:
-            raise OSError("connection refused\nsecond line")
-
-    monkeypatch.setattr(trace_command, "open_archive",
-                        lambda engine, found, progress: Broken(aws["s3"], BUCKET))
-    result = CliRunner().invoke(app, ["trace", "x", "--stage", "test"])
+    unarchived = resources.Resources("nobucket", "no-such-bucket", aws["resources"].tables, {})
+    resources.publish(unarchived, aws["ssm"])
+    result = trace_cli(aws, "x", stage="nobucket")
     assert result.exit_code == 1, result.output
-    assert result.stderr.strip() == "error: the archive cannot be queried (duckdb): connection refused"
+    assert result.stderr.strip().splitlines() == [
+        "error: the archive cannot be queried (duckdb): no archive bucket 'no-such-bucket' (is the stage deployed, "
+        "or the local runtime running?)"]
+    engine = DuckDBEngine(ArchiveCache(aws["cache"] + "-2"), s3=aws["s3"], bucket="no-such-bucket")
     with pytest.raises(ArchiveUnavailable):
-        trace("x", engine=Broken(aws["s3"], BUCKET), dynamodb=aws["dynamodb"], resources=aws["resources"])
+        trace("x", engine=engine, dynamodb=aws["dynamodb"], resources=unarchived)
