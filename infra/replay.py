@@ -6,15 +6,16 @@ bucket files (by stream-id hash, each sorted by stream and version) under the pl
 audit results bucket, writes the plan's manifest.json (one item per bucket, its files grouped), then
 starts one execution with
 
-    {"plan": {"bucket", "manifest_key", "prefix", "projection", "table", "run", ...},
-     "max_concurrency": <from the target table's write budget>}
+    {"plan": {"manifest_key": "<prefix>manifest.json", ...}, "max_concurrency": <from the target
+     table's write budget>}
 
 The machine has one state, a Distributed Map:
 - ItemReader: the manifest (a JSON array read with s3:getObject), so the item list never passes
-  through the execution's 256 KiB input.
+  through the execution's 256 KiB input. Each entry is the worker's whole event (its handler's
+  docstring: projection, folds, stage, table, bucket, keys, index, count, cuts, ...), so no
+  ItemSelector: a child's input is its manifest entry.
 - ItemProcessor: DISTRIBUTED mode, STANDARD child executions (a file is sized for up to 15 minutes
-  of Lambda; an EXPRESS child may run only 5), one Task invoking the worker with
-  {"item": <manifest entry>, "plan": <the execution's plan>}.
+  of Lambda; an EXPRESS child may run only 5), one Task invoking the worker.
 - Retry on the Task: a failed or timed-out item is retried alone, in its own child execution, while
   the others go on. The worker writes a done marker per file into the target table, so a retried
   item, or a second execution of the same plan, skips what was finished.
@@ -49,10 +50,12 @@ from infra import naming
 from infra.audit import PLANS_PREFIX
 from infra.functions import FunctionSpec, ServiceFunction, retention
 from infra.stages import StageSettings
-from infra.tables import PROJECTION_READ_ACTIONS, PROJECTION_WRITE_ACTIONS
 
-WORKER_HANDLER = "replay_worker.handler.handler"  # the default; the handler's module docstring has the item
-WORKER_MEMORY_MB = 1769  # one full vCPU: the fold is CPU-bound Python
+WORKER_HANDLER = "replay_worker.handler.handler"  # its module docstring holds the item, the manifest, the marker
+WORKER_MEMORY_MB = 3072  # the handler's figure for a bucket of a few million events (and ~1.7 vCPU)
+# What the worker calls (escore.replay_file, escore.rebuild.write_fold): its done marker and the
+# version-conditioned writes of owned and shared items. Nothing that lists, scans or deletes.
+WORKER_TABLE_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
 WORKER_TIMEOUT_SECONDS = 900  # Lambda's ceiling; run_map sizes files to fit well inside it
 MAX_CONCURRENCY_CEILING = 1000
 ITEM_RETRY_ATTEMPTS = 2
@@ -121,10 +124,6 @@ class ReplayMachine(Construct):
             "FoldEveryFile",
             comment="One child execution per plan file (stream-hash bucket)",
             item_reader=sfn.S3JsonItemReader(bucket=plans, key=sfn.JsonPath.string_at("$.plan.manifest_key")),
-            item_selector={
-                "item": sfn.JsonPath.object_at("$$.Map.Item.Value"),
-                "plan": sfn.JsonPath.object_at("$.plan"),
-            },
             map_execution_type=sfn.StateMachineType.STANDARD,
             max_concurrency_path="$.max_concurrency",
             tolerated_failure_percentage=100,
@@ -163,7 +162,7 @@ class ReplayMachine(Construct):
         role.add_to_policy(
             iam.PolicyStatement(
                 sid="FoldIntoTheProjectionTables",
-                actions=sorted(PROJECTION_READ_ACTIONS + PROJECTION_WRITE_ACTIONS),
+                actions=list(WORKER_TABLE_ACTIONS),
                 resources=tables,
             )
         )
