@@ -60,6 +60,10 @@ class AthenaEngine:
             columns, rows = self._results(execution_id)
         except ClientError as exc:
             error = exc.response.get("Error", {})
+            message = str(error.get("Message", exc))
+            if error.get("Code") == "InvalidRequestException" and "workgroup" in message.lower():
+                raise EngineError(f"Athena workgroup {self.workgroup}: {message} (is the stage's audit stack "
+                                  "deployed?)") from None
             if error.get("Code") == "InvalidRequestException":  # Athena's word for SQL it cannot take
                 raise queries.QueryError(f"Athena: {error.get('Message', exc)}") from None
             raise EngineError(f"Athena ({self.workgroup}): {exc}") from None
@@ -100,8 +104,8 @@ class AthenaEngine:
                 columns = [c.get("Label") or c["Name"] for c in info]
                 types = [str(c.get("Type", "varchar")).lower() for c in info]
             data = result.get("Rows", [])
-            if first and data and columns and [d.get("VarCharValue") for d in data[0].get("Data", [])] == columns:
-                data = data[1:]  # the header row
+            if first:
+                data = data[1:]  # a SELECT's first row is its header (only queries are sent: relations.inject_ctes)
             first = False
             for row in data:
                 cells = row.get("Data", [])
