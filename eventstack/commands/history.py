@@ -66,25 +66,26 @@ def no_events(stream_id: str, service: str) -> str:
 
 
 def print_table(result: Any, out: Any, service: str) -> None:
+    """The events as `eventstack query` prints rows (eventstack.audit.output), then the state as JSON."""
     import orjson
-    from rich.table import Table
+
+    from eventstack.audit import output
+    from eventstack.audit.engine import QueryResult
 
     when = f"as of {result.at}" if result.at else "now"
     if result.events:
-        table = Table(title=f"{result.stream_id} ({service}), {when}", title_justify="left")
-        for column in ("v", "type", "schema", "occurred_at", "archived_at", "data"):
-            table.add_column(column, no_wrap=column != "data", overflow="fold")
-        for entry in result.events:
-            table.add_row(str(entry.version), entry.type, str(entry.schema_version), entry.occurred_at,
-                          entry.archived_at or NOT_ARCHIVED, orjson.dumps(entry.data).decode())
-        out.print(table)
+        print(f"{result.stream_id} ({service}), {when}", flush=True)
+        rows = [(e.version, e.type, e.schema_version, e.occurred_at, e.archived_at or NOT_ARCHIVED, e.source, e.data)
+                for e in result.events]
+        output.write(QueryResult(["v", "type", "schema", "occurred_at", "archived_at", "source", "data"], rows),
+                     "table")
     if result.later:
         out.print(f"{result.later} later event(s) not folded", highlight=False)
     if result.state is None:
         if result.later:
-            out.print(f"state {when}: did not exist yet", highlight=False)
+            out.print(f"state {when}: did not exist yet", highlight=False, markup=False)
         else:
             out.print(no_events(result.stream_id, service), highlight=False, markup=False)
         return
-    out.print(f"state {when}:", highlight=False)
-    print(orjson.dumps(result.state, option=orjson.OPT_INDENT_2).decode())
+    out.print(f"state {when}:", highlight=False, markup=False)
+    print(orjson.dumps(result.state, option=orjson.OPT_INDENT_2).decode(), flush=True)

@@ -55,22 +55,21 @@ def trace(
 
 
 def print_table(result: Any, out: Any) -> None:
-    from rich.table import Table
+    """The entries as `eventstack query` prints rows (eventstack.audit.output), a child indented under its parent."""
+    from eventstack.audit import output
+    from eventstack.audit.engine import QueryResult
 
-    table = Table(title=f"correlation id {result.correlation_id}", title_justify="left")
-    for column in ("#", "event", "service", "stream", "v", "occurred_at", "archived_at", "source"):
-        table.add_column(column, no_wrap=column not in ("event", "stream"))
-    for n, entry in enumerate(result.entries, start=1):
-        table.add_row(str(n), "  " * entry.depth + ("└ " if entry.depth else "") + entry.type, entry.service,
-                      entry.stream_id, str(entry.version), entry.occurred_at, entry.archived_at or NOT_ARCHIVED,
-                      entry.source)
     if result.entries:
-        out.print(table)
+        rows = [(n, "  " * e.depth + ("└ " if e.depth else "") + e.type, e.service, e.stream_id, e.version,
+                 e.occurred_at, e.archived_at or NOT_ARCHIVED, e.source) for n, e in enumerate(result.entries, start=1)]
+        print(f"correlation id {result.correlation_id}", flush=True)
+        output.write(QueryResult(["#", "event", "service", "stream", "v", "occurred_at", "archived_at", "source"],
+                                 rows), "table")
     stats = result.stats
     if stats:
         out.print(f"{len(result.entries)} event(s): {stats.get('archived', 0)} archived, "
                   f"{stats.get('stored', 0) - stats.get('both', 0)} in a store only; {stats.get('seconds', 0)} s",
-                  highlight=False)
+                  highlight=False, markup=False)
 
 
 # shared with eventstack.commands.history
