@@ -69,6 +69,8 @@ from eventstack.topology import TOPOLOGY, Topology
 __all__ = ["REPLAYED", "Clients", "ReplayError", "ReplayOptions", "Replayer", "load_spec"]
 
 Into = Literal["new", "in-place"]
+Engine = Literal["local", "aws", "scan"]
+ENGINES = ("local", "aws", "scan")
 HANDOFF_SECONDS = 2 * TABLE_CACHE_SECONDS + 10
 # In place, between writing the rebuild control and emptying the table: every gate has read the
 # control (its cache), and every batch a gate admitted before has ended (the projector's timeout).
@@ -99,6 +101,12 @@ class ReplayOptions:
     resume: bool = False
     abandon: bool = False
     shard: tuple[int, int] = (0, 1)
+    # where the fold runs: "local" (a DuckDB plan, then `workers` processes over its `files` buckets),
+    # "aws" (Athena and Step Functions, eventstack.replay_aws), "scan" (this process reads the whole
+    # archive and keeps hash range `shard`). None: "scan" with a `shard` of n > 1, else "local".
+    engine: Engine | None = None
+    workers: int = 1  # fold processes of the local engine (1: in this process), Map concurrency on AWS
+    files: int | None = None  # the plan's bucket count (default from the archive's size, >= workers)
     batch_size: int = 500  # stream records per tail apply (a Kinesis page)
     apply_workers: int = 4  # concurrent item writes
     read_workers: int = 8
@@ -141,6 +149,13 @@ class Replayer:
         hooks: Callable[[str], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        if options.engine is None:
+            options.engine = "scan" if options.shard[1] > 1 else "local"
+        if options.engine not in ENGINES:
+            raise ReplayError(f"--engine takes {' or '.join(ENGINES[:2])}; got {options.engine!r}")
+        if options.engine != "scan" and options.shard[1] > 1:
+            raise ReplayError(f"--shard splits the scan engine's work; --engine {options.engine} splits its "
+                              "plan into files (--workers)")
         self.options = options
         self.resources = resources
         self.clients = clients
@@ -171,7 +186,7 @@ class Replayer:
 
     # the run ------------------------------------------------------------------------------------
     def run(self) -> ReplaySummary:
-        from eventstack.replay_work import Finisher, Worker
+        from eventstack.replay_work import Finisher
 
         started = time.monotonic()
         try:
@@ -183,7 +198,7 @@ class Replayer:
             cuts = self.cuts(record)
             with self._lease(record):
                 if tables.get_state(self.clients.dynamodb, table, tables.done_key(self.options.shard)) is None:
-                    if not Worker(self, record, cuts).run():
+                    if not self._fold(record, cuts):
                         return self.summary  # problems: no done marker, nothing switched
                 else:
                     self.progress.note(f"shard {self.options.shard[0]}/{self.options.shard[1]}: already done")
@@ -199,6 +214,29 @@ class Replayer:
         finally:
             self.summary.seconds = time.monotonic() - started
         return self.summary
+
+    def _fold(self, record: dict[str, Any], cuts: dict[str, dict[str, str]]) -> bool:
+        """The fold phase, on the record's engine; True (and the done marker) if nothing went wrong."""
+        from eventstack.replay_work import Worker
+
+        engine = record.get("engine", "scan")
+        if engine == "scan":
+            return Worker(self, record, cuts).run()
+        if engine == "aws":
+            try:
+                from eventstack import replay_aws  # type: ignore[attr-defined, unused-ignore]
+            except ImportError:
+                raise ReplayError("--engine aws is not available in this version (eventstack.replay_aws is "
+                                  "missing): use --engine local") from None
+            done = bool(replay_aws.run_map(self, record, cuts, workers=self.options.workers))
+        else:
+            from eventstack.replay_pool import run_local
+
+            done = run_local(self, record, cuts)
+        if done:
+            tables.put_state(self.clients.dynamodb, record["table"], tables.done_key((0, 1)),
+                             {"events": self.summary.applied + self.summary.skipped, "items": self.summary.written})
+        return done
 
     def cuts(self, record: dict[str, Any]) -> dict[str, dict[str, str]]:
         state = tables.get_state(self.clients.dynamodb, record["table"], tables.CUTS)
@@ -221,6 +259,8 @@ class Replayer:
                 raise ReplayError(f"the replay in progress is --into {record['into']}")
             if record.get("shards", 1) != o.shard[1]:
                 raise ReplayError(f"the replay in progress runs with {record.get('shards', 1)} shard(s)")
+            if record.get("engine", "scan") != o.engine:
+                raise ReplayError(f"the replay in progress runs on --engine {record.get('engine', 'scan')}")
             if record.get("phase") != "building":
                 if o.resume and tuple(record.get("creator", (0, 1))) == o.shard:
                     self._prepare(record)  # the worker that recorded it stopped while preparing
@@ -236,6 +276,7 @@ class Replayer:
         table = tables.new_generation(active, now) if o.into == "new" else active
         reader = self._reader()
         max_keys: dict[str, str] = {}
+        listed = 0  # compressed bytes in the window
         left_out = 0  # archive objects outside the window
         first = floor_hour(o.since) if o.since else None
         for service in self.projection.sources:  # listed before the cuts are read: archived <= cut
@@ -243,6 +284,7 @@ class Replayer:
             objects = [obj for obj in every if not ((first is not None and obj.hour < first)
                                                     or (o.until is not None and obj.hour >= o.until))]
             left_out += len(every) - len(objects)  # (the reader's own window, ArchiveReader.list)
+            listed += sum(obj.size for obj in objects)
             if objects:
                 max_keys[service] = objects[-1].key
         partial = left_out > 0
@@ -257,8 +299,12 @@ class Replayer:
             "since": o.since.isoformat() if o.since else None, "until": o.until.isoformat() if o.until else None,
             "max_keys": max_keys, "shards": o.shard[1], "started_at": now.isoformat(),
             "phase": "preparing", "creator": list(o.shard), "catch_up": o.catch_up,
-            "partial": left_out, "switch_partial": o.switch_partial,
+            "partial": left_out, "switch_partial": o.switch_partial, "engine": o.engine,
         }
+        if o.engine != "scan":
+            from eventstack.replay_plan import default_files
+
+            record["files"] = o.files or default_files(listed, o.workers)
         if not self.records.create(record):
             return self._begin()  # another shard worker got there first: join its record
         self._prepare(record)
@@ -341,6 +387,10 @@ class Replayer:
             raise ReplayError(f"no replay of {self.projection.name} in progress")
         dynamodb, table = self.clients.dynamodb, record["table"]
         if record["into"] == "new" and table != self.active_table():
+            if record.get("files"):
+                from eventstack.replay_plan import delete_plan
+
+                delete_plan(self, record)
             tables.delete_table(dynamodb, table)
             self.progress.note(f"deleted the half-built table {table}")
         elif tables.table_exists(dynamodb, table):
@@ -352,6 +402,14 @@ class Replayer:
 
     def cleanup(self, record: dict[str, Any]) -> None:
         keys = [tables.done_key((i, int(record["shards"]))) for i in range(int(record["shards"]))]
+        if record.get("files"):
+            from escore.replay_file import done_key as file_done_key
+            from eventstack.replay_plan import delete_plan
+            from eventstack.replay_pool import PLAN_STATE
+
+            count = int(record["files"])
+            keys += [file_done_key(k, count) for k in range(count)] + [PLAN_STATE]
+            delete_plan(self, record)
         tables.delete_items(self.clients.dynamodb, record["table"], [*keys, tables.CUTS, tables.CLAIM])
 
     def _shards_left(self, record: dict[str, Any]) -> int:
