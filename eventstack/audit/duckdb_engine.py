@@ -9,6 +9,7 @@ query says on stderr how many the objects it read hold.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from eventstack.audit.engine import EngineError, EngineName, ProgressFn, QueryRe
 from eventstack.audit.output import plain
 
 INSPECT_BATCH = 256  # copies counted per DuckDB scan when looking at new objects
+PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
 class DuckDBEngine:
@@ -94,7 +96,8 @@ class DuckDBEngine:
         text = queries.transpile(sql, read=dialect or "duckdb", write="duckdb")  # type: ignore[arg-type]
         started = time.monotonic()
         try:
-            cursor = self.con.execute(text, params or {})
+            named = set(PARAMETER.findall(text))  # DuckDB refuses values the statement does not name
+            cursor = self.con.execute(text, {k: v for k, v in (params or {}).items() if k in named})
             columns = [d[0] for d in cursor.description or []]
             rows = [tuple(plain(v) for v in row) for row in cursor.fetchall()]
         except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException,
