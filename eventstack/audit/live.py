@@ -17,7 +17,8 @@ Envelopes come back as stored (not upcast): the caller upcasts where it folds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -33,14 +34,23 @@ class StoreUnavailable(RuntimeError):
     """An event store cannot be read (endpoint down, table missing, access denied)."""
 
 
+@dataclass
+class Scanned:
+    """What a Scan of the stores found, and what it cost: the items DynamoDB read (and billed) to find them."""
+
+    events: list[Envelope] = field(default_factory=list)
+    items_scanned: int = 0
+    read_units: float = 0.0  # ConsumedCapacity as the endpoint reports it (moto: a flat 1 per page)
+
+
 def by_correlation(correlation_id: str, dynamodb: Any, resources: Resources,
-                   services: Iterable[str] | None = None) -> list[Envelope]:
+                   services: Iterable[str] | None = None) -> Scanned:
     """Every stored event whose metadata's correlation_id is `correlation_id`, across services."""
-    found: list[Envelope] = []
+    found = Scanned()
     for service in services if services is not None else [s.name for s in TOPOLOGY.services]:
         table = _table(resources, service)
         try:
-            found.extend(_scan_correlation(dynamodb, table, correlation_id))
+            _scan_correlation(dynamodb, table, correlation_id, found)
         except (BotoCoreError, ClientError) as exc:
             raise StoreUnavailable(f"the event store {table} cannot be read: {exc}") from None
     return found
@@ -62,8 +72,9 @@ def _table(resources: Resources, service: str) -> str:
         raise StoreUnavailable(str(exc)) from None
 
 
-def _scan_correlation(dynamodb: Any, table: str, correlation_id: str) -> Iterator[Envelope]:
+def _scan_correlation(dynamodb: Any, table: str, correlation_id: str, found: Scanned) -> None:
     request: dict[str, Any] = {
+        "ReturnConsumedCapacity": "TOTAL",
         "TableName": table,
         "FilterExpression": "#kind = :event AND contains(#envelope, :needle)",
         "ProjectionExpression": "#envelope",
@@ -74,13 +85,15 @@ def _scan_correlation(dynamodb: Any, table: str, correlation_id: str) -> Iterato
     }
     while True:
         page = dynamodb.scan(**request)
+        found.items_scanned += int(page.get("ScannedCount", 0))
+        found.read_units += float((page.get("ConsumedCapacity") or {}).get("CapacityUnits", 0.0))
         for item in page.get("Items", []):
             try:
                 envelope = decode(item["envelope"]["S"])
             except (EnvelopeError, KeyError):
                 continue  # not an envelope: the archive's verify reports those, a trace does not
             if envelope.metadata.get("correlation_id") == correlation_id:
-                yield envelope
+                found.events.append(envelope)
         if "LastEvaluatedKey" not in page:
             return
         request["ExclusiveStartKey"] = page["LastEvaluatedKey"]

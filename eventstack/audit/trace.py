@@ -68,7 +68,8 @@ class TraceEntry:
 class Trace:
     correlation_id: str
     entries: list[TraceEntry]
-    stats: dict[str, Any] = field(default_factory=dict)  # archived, stored, both, seconds
+    # archived, stored, both (event counts), store_items_scanned, store_read_units (the Scan's cost), seconds
+    stats: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"correlation_id": self.correlation_id, "entries": [e.to_json() for e in self.entries]}
@@ -90,13 +91,15 @@ def trace(correlation_id: str, *, engine: QueryEngine | None, dynamodb: Any, res
     Raises ArchiveUnavailable or live.StoreUnavailable when a source cannot be read."""
     started = time.monotonic()
     archived = archived_events(engine, "trace", {"correlation_id": correlation_id}, progress) if engine else []
-    stored = live.by_correlation(correlation_id, dynamodb, resources)
-    merged = merge(archived, stored)
+    scanned = live.by_correlation(correlation_id, dynamodb, resources)
+    merged = merge(archived, scanned.events)
     entries = causal_order(entry_of(event) for event in merged)
     stats = {
         "archived": sum(1 for e in merged if e.source != "store"),
         "stored": sum(1 for e in merged if e.source != "archive"),
         "both": sum(1 for e in merged if e.source == "both"),
+        "store_items_scanned": scanned.items_scanned,
+        "store_read_units": round(scanned.read_units, 1),
         "seconds": round(time.monotonic() - started, 3),
     }
     return Trace(correlation_id, entries, stats)

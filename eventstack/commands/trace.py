@@ -68,7 +68,8 @@ def print_table(result: Any, out: Any) -> None:
     stats = result.stats
     if stats:
         out.print(f"{len(result.entries)} event(s): {stats.get('archived', 0)} archived, "
-                  f"{stats.get('stored', 0) - stats.get('both', 0)} in a store only; {stats.get('seconds', 0)} s",
+                  f"{stats.get('stored', 0) - stats.get('both', 0)} in a store only; "
+                  f"{stats.get('store_items_scanned', 0):,} store items scanned; {stats.get('seconds', 0)} s",
                   highlight=False, markup=False)
 
 

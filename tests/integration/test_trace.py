@@ -118,6 +118,9 @@ def test_trace_merges_archive_and_stores_in_order(aws: dict[str, Any]) -> None:
     assert result.entries[2].archived_at is None
     assert result.entries[2].data["text"] == "second"
     assert (result.stats["archived"], result.stats["stored"], result.stats["both"]) == (2, 3, 2)
+    every_item = sum(aws["dynamodb"].scan(TableName=f"{s}_events", Select="COUNT")["ScannedCount"]
+                     for s in ("posts", "profiles"))
+    assert result.stats["store_items_scanned"] == every_item  # a Scan reads every item, whatever it keeps
     document = result.to_json()
     assert document["correlation_id"] == "req-trace-1"
     assert [e["event_id"] for e in document["entries"]] == [e.event_id for e in result.entries]

@@ -8,6 +8,7 @@ import duckdb
 import pytest
 
 from escore.envelope import Envelope
+from eventstack import sql
 from eventstack.audit.engine import QueryResult
 from eventstack.audit.trace import (
     ArchiveUnavailable,
@@ -163,3 +164,14 @@ def test_trace_sql_selects_the_correlation_id_exactly_with_its_archive_time() ->
     engine.close()
     with pytest.raises(ArchiveUnavailable, match=r"^the archive cannot be queried \(duckdb\): "):
         archived_events(engine, "trace", {"correlation_id": "c-1"})
+
+
+def test_the_queries_read_as_athena_sql_with_their_parameters_quoted() -> None:
+    import sqlglot
+
+    trace_sql = sql.transpile(sql.render(sql.source("trace"), {"correlation_id": "it's"}), write="athena")
+    assert "JSON_EXTRACT_SCALAR(metadata, '$.correlation_id') = 'it''s'" in trace_sql
+    history_sql = sql.transpile(sql.render(sql.source("history"), {"stream_id": "post-1"}), write="athena")
+    assert "stream_id = 'post-1'" in history_sql
+    for text in (trace_sql, history_sql):
+        assert sqlglot.parse_one(text, read="athena").find(sqlglot.exp.Table).name == "events"
