@@ -72,6 +72,9 @@ class AthenaEngine:
                  "seconds": (statistics.get("TotalExecutionTimeInMillis") or 0) / 1000}
         return QueryResult(columns, rows, stats)
 
+    def close(self) -> None:
+        """Nothing to release: each query is one execution, finished when `query` returns."""
+
     def _wait(self, execution_id: str, progress: ProgressFn | None) -> dict[str, Any]:
         started, delay = time.monotonic(), self.poll
         while True:

@@ -132,3 +132,25 @@ def test_parameters_are_rendered_before_the_ctes() -> None:
     engine = AthenaEngine(None, stage="test", bucket=BUCKET)
     sent = engine.statement("SELECT * FROM events WHERE stream_id = $s", {"s": "post-'1"})
     assert "stream_id = 'post-''1'" in sent and '"$path"' in sent
+
+
+def test_command_line_on_athena(athena: Any) -> None:
+    from typer.testing import CliRunner
+
+    from eventstack import resources
+    from eventstack.cli import app
+
+    resources.publish(resources.Resources("test", BUCKET, {}, {}), boto3.client("ssm", region_name="us-east-1"))
+    athena_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].query_results_queue.append(QueryResults(
+        rows=[HEADER, cell("PostCreated", "7", "2026-12-01 10:00:00.000 UTC")], column_info=COLUMNS))
+    cli = CliRunner()
+    done = cli.invoke(app, ["query", "--engine", "athena", "--stage", "test", "--format", "json",
+                            "SELECT type, count(*) AS n, max(archived_at) AS last FROM events GROUP BY type"])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.strip() == '[{"type":"PostCreated","n":7,"last":"2026-12-01T10:00:00Z"}]'
+    assert "SUCCEEDED" in done.stderr
+
+    resources.publish(resources.Resources("other", BUCKET, {}, {}), boto3.client("ssm", region_name="us-east-1"))
+    done = cli.invoke(app, ["query", "--engine", "athena", "--stage", "other", "SELECT 1"])
+    assert done.exit_code == 1 and "Traceback" not in done.output
+    assert done.stderr.strip().startswith("error: Athena workgroup eventstack-other-audit: WorkGroup does not exist")
