@@ -188,7 +188,11 @@ class AwsReplay:
         since = record.get("since")
         first_hour = f"year={since[:4]}/month={since[5:7]}/day={since[8:10]}/hour={since[11:13]}/" if since else ""
         paginator = self.clients.s3.get_paginator("list_objects_v2")
-        for service, last in record.get("max_keys", {}).items():
+        max_keys = record.get("max_keys", {})
+        for service in self.projection.sources:
+            if service not in max_keys:
+                continue
+            last = max_keys[service]
             prefix = f"{self.replayer.topology.archive_prefix}service={service}/"
             for page in paginator.paginate(Bucket=self.target.archive_bucket, Prefix=prefix):
                 for obj in page.get("Contents", []):
