@@ -123,11 +123,12 @@ def archived_events(engine: QueryEngine, query: str, params: dict[str, Any],
 
 def envelope_of_row(record: dict[str, Any]) -> Envelope | None:
     """An `events` row as an envelope (data and metadata are JSON text there); None if it is not one."""
-    raw = {name: record.get(name) for name in
-           ("event_id", "stream_id", "version", "type", "schema_version", "service", "occurred_at")}
+    raw: dict[str, Any] = {name: record.get(name) for name in
+                           ("event_id", "stream_id", "version", "type", "schema_version", "service", "occurred_at")}
     for name in ("version", "schema_version"):
-        if isinstance(raw[name], str) and raw[name].isdigit():
-            raw[name] = int(raw[name])  # Athena answers every column as text
+        value = raw[name]
+        if isinstance(value, str) and value.isdigit():
+            raw[name] = int(value)  # an engine that answers a column as text
     for name in ("data", "metadata"):
         value = record.get(name)
         try:

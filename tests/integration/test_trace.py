@@ -189,3 +189,14 @@ def test_a_store_or_archive_that_cannot_be_read_is_one_line_and_exit_1(aws: dict
     engine = DuckDBEngine(ArchiveCache(aws["cache"] + "-2"), s3=aws["s3"], bucket="no-such-bucket")
     with pytest.raises(ArchiveUnavailable):
         trace("x", engine=engine, dynamodb=aws["dynamodb"], resources=unarchived)
+
+
+def test_a_correlation_id_with_quotes_and_backslashes_is_found_in_the_store_and_the_archive(aws: dict[str, Any]) -> None:
+    odd = 'a "quoted" \\ id'  # printable ASCII: the API keeps it as it is
+    ids = one_request_across_services(aws, odd)
+    stores_only = trace(odd, engine=None, dynamodb=aws["dynamodb"], resources=aws["resources"])
+    assert [e.type for e in stores_only.entries] == ["UserRegistered", "PostCreated", "PostEdited"]
+    archive_some(aws)
+    both = trace(odd, engine=archive_engine(aws), dynamodb=aws["dynamodb"], resources=aws["resources"])
+    assert [(e.stream_id, e.source) for e in both.entries] == [
+        (f"user-{ids['user_id']}", "both"), (f"post-{ids['post_id']}", "both"), (f"post-{ids['post_id']}", "store")]
