@@ -200,3 +200,22 @@ def test_a_correlation_id_with_quotes_and_backslashes_is_found_in_the_store_and_
     both = trace(odd, engine=archive_engine(aws), dynamodb=aws["dynamodb"], resources=aws["resources"])
     assert [(e.stream_id, e.source) for e in both.entries] == [
         (f"user-{ids['user_id']}", "both"), (f"post-{ids['post_id']}", "both"), (f"post-{ids['post_id']}", "store")]
+
+
+def test_an_event_caused_by_an_event_follows_it_across_sources(aws: dict[str, Any]) -> None:
+    """A consumer's command (none exists yet) would carry the causing event's id as causation_id: its
+    event comes after the cause, one level deeper, even with an earlier clock and in another store."""
+    from escore.envelope import Envelope
+
+    ids = one_request_across_services(aws, "req-caused")
+    archive_some(aws)
+    cause = next(e for e in stored(aws["dynamodb"], "posts") if e.type == "PostCreated"
+                 and e.metadata["correlation_id"] == "req-caused")
+    effect = Envelope(str(uuid.uuid4()), f"user-{ids['user_id']}", 2, "DisplayNameChanged", 1, "profiles",
+                      "2000-01-01T00:00:00.000000Z", {"display_name": "Ada, who posted"},
+                      {"correlation_id": "req-caused", "causation_id": cause.event_id})
+    DynamoDBEventStore("profiles_events", aws["dynamodb"]).append(effect.stream_id, 1, [effect])
+    result = trace("req-caused", engine=archive_engine(aws), dynamodb=aws["dynamodb"], resources=aws["resources"])
+    assert [(e.type, e.depth, e.source) for e in result.entries] == [
+        ("UserRegistered", 0, "both"), ("PostCreated", 0, "both"), ("DisplayNameChanged", 1, "store"),
+        ("PostEdited", 0, "store")]
