@@ -109,3 +109,19 @@ def test_trace_and_history_of_a_request_through_the_local_stack(local_stack: Loc
     bad = eventstack(local_stack, tmp_path / "cache", "history", f"post-{post_id}", "--at", "soon")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "error: --at: 'soon' is not a time: use RFC 3339, e.g. 2026-11-26T14:00:00Z or 2026-11-26"], bad.stderr
+
+
+def test_a_local_runtime_that_does_not_answer_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    from tests.e2e.local_stack import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ENDPOINT_URL=dead, EVENTSTACK_LOCAL_URL=dead, AWS_REGION="us-east-1",
+               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    for args in (["trace", "some-id"], ["history", "post-0b6f2f0e-1111-4000-8000-00000000000a", "--format", "json"]):
+        done = subprocess.run([str(CONSOLE_SCRIPT), *args, "--cache-dir", str(tmp_path)], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, done
+        assert done.stdout == ""
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: the local runtime does not answer at {dead}/_local/status"), lines
