@@ -7,13 +7,12 @@ own bucket per partition (`SpillBuckets`): in memory when P == 1, else a spill f
 directory (the disk used is the uncompressed size of the shard read). A thread holds at most one
 decompression window (eventstack.archive_gzip) at a time.
 
-`shard=(i, n)` keeps only the streams whose hash falls in the i-th of n equal ranges of the
-128-bit MD5 key space (Kinesis' own partition-key hash, `in_shard`), so n workers share one archive.
+`shard=(i, n)` keeps only the streams whose hash falls in the i-th of n equal ranges of the MD5 key
+space (its top 32 bits: the replay plan's bucket rule, `in_shard`), so n workers share one archive.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -24,13 +23,13 @@ from typing import IO
 import orjson
 
 from escore.envelope import EnvelopeError
+from escore.replay_file import stream_bucket
 from eventstack.archive_gzip import line_batches
 from eventstack.archive_layout import ArchiveError, ArchiveObject, ObjectSource
 from eventstack.archive_partition import ReadStats
 
 _STREAM_MARK = b'"stream_id":"'
 _MARK_LENGTH = len(_STREAM_MARK)
-_HASH_SPACE = 1 << 128
 
 ProgressFn = Callable[[str, int], None]  # (what, amount): "object" / "bytes" / "lines"
 
@@ -49,14 +48,12 @@ def parse_shard(spec: str | None) -> tuple[int, int]:
     return index, count
 
 
-def stream_hash(stream_id: str) -> int:
-    """The 128-bit MD5 of the stream id, as Kinesis hashes a partition key."""
-    return int.from_bytes(hashlib.md5(stream_id.encode(), usedforsecurity=False).digest(), "big")
-
-
 def in_shard(stream_id: str, shard: tuple[int, int]) -> bool:
+    """Whether the stream is in range `index` of `count`: the replay plan's bucket rule
+    (escore.replay_file.stream_bucket, the top 32 bits of the MD5 times count, shifted right by 32;
+    eventstack/sql/replay_plan.sql computes the same), so a shard and a plan file hold the same streams."""
     index, count = shard
-    return count == 1 or stream_hash(stream_id) * count // _HASH_SPACE == index
+    return count == 1 or stream_bucket(stream_id, count) == index
 
 
 def _stream_key(line: bytes) -> bytes | None:

@@ -130,8 +130,6 @@ def objects_of(replayer: Replayer, record: dict[str, Any]) -> list[ArchiveObject
 def build_plan(replayer: Replayer, record: dict[str, Any], cuts: dict[str, dict[str, str]], files: int,
                work_dir: Path | None = None) -> Plan:
     """Make the plan (see the module's docstring): local files, uploaded with their manifest."""
-    import duckdb
-
     r, prefix = replayer, plan_prefix(record)
     root = Path(tempfile.mkdtemp(prefix="eventstack-plan-", dir=work_dir))
     plan = Plan([], prefix, local_dir=root / "plan")
@@ -151,35 +149,8 @@ def build_plan(replayer: Replayer, record: dict[str, Any], cuts: dict[str, dict[
 
     timer = time.perf_counter()
     r.progress.phase("planning (DuckDB)", None)
-    connection = duckdb.connect()
-    with contextlib.closing(connection):
-        connection.execute("SET preserve_insertion_order = true")
-        while True:
-            try:
-                _load_lines(connection, paths, stream_file if records else None)
-                break
-            except duckdb.Error as exc:
-                bad = _repair(paths)
-                if not bad:
-                    raise ArchiveError(f"the plan query failed: {exc}") from None
-                plan.problems.append(f"{len(bad)} unreadable object(s): {', '.join(bad[:3])}")
-        (total, archive_lines), = connection.execute(
-            "SELECT count(*), count(*) FILTER (WHERE origin = 0) FROM plan_lines").fetchall()
-        plan.lines, plan.archive_lines = int(total), int(archive_lines)
-        check = connection.execute(sql.render(sql.source("replay_plan_check"), {"limit": 3})).fetchall()
-        if check:
-            (bad_lines,), = connection.execute(
-                "SELECT count(*) FROM plan_lines WHERE TRY(json_extract_string(line, '$.event_id')) IS NULL "
-                "OR TRY(json_extract_string(line, '$.stream_id')) IS NULL "
-                "OR TRY_CAST(TRY(json_extract_string(line, '$.version')) AS BIGINT) IS NULL").fetchall()
-            samples = "; ".join(f"{_origin_name(origin, key, root)}: {line[:80]}" for origin, key, line in check)
-            plan.problems.append(f"{bad_lines} line(s) that are not envelopes: {samples}")
-        query = sql.render(sql.source("replay_plan"), {"buckets": files})
-        assert plan.local_dir is not None
-        (written,), = connection.execute(
-            f"COPY ({query}) TO '{plan.local_dir}' (FORMAT csv, DELIMITER '{_DELIMITER}', QUOTE '', ESCAPE '', "
-            "HEADER false, COMPRESSION gzip, PARTITION_BY (bucket), OVERWRITE_OR_IGNORE true)").fetchall()
-        plan.unique = int(written)
+    assert plan.local_dir is not None
+    plan_files(plan, paths, stream_file if records else None, files, plan.local_dir, archive_root=archive_dir)
     shutil.rmtree(archive_dir, ignore_errors=True)
     plan.seconds["plan"] = time.perf_counter() - timer
 
@@ -204,6 +175,53 @@ def build_plan(replayer: Replayer, record: dict[str, Any], cuts: dict[str, dict[
     return plan
 
 
+def plan_files(plan: Plan, paths: list[Path], stream_file: Path | None, files: int, out_dir: Path,
+               *, archive_root: Path | None = None, threads: int | None = None) -> None:
+    """The DuckDB part: the lines of `paths` (archive objects, in key order) and `stream_file` into
+    `files` bucket files under `out_dir` (replay_plan.sql); counts and problems into `plan`."""
+    import duckdb
+
+    connection = duckdb.connect()
+    with contextlib.closing(connection):
+        if threads:
+            connection.execute(f"SET threads = {int(threads)}")
+        while True:
+            try:
+                _load_lines(connection, paths, stream_file)
+                break
+            except duckdb.Error as exc:
+                bad = _repair(paths)
+                if not bad:
+                    raise ArchiveError(f"the plan query failed: {exc}") from None
+                plan.problems.append(f"{len(bad)} unreadable object(s): {', '.join(bad[:3])}")
+        (total, archive_lines), = connection.execute(
+            "SELECT count(*), count(*) FILTER (WHERE origin = 0) FROM plan_lines").fetchall()
+        plan.lines, plan.archive_lines = int(total), int(archive_lines)
+        check = connection.execute(sql.render(sql.source("replay_plan_check"), {"limit": 3})).fetchall()
+        if check:
+            (bad_lines,), = connection.execute(
+                "SELECT count(*) FROM plan_lines WHERE TRY(json_extract_string(line, '$.event_id')) IS NULL "
+                "OR TRY(json_extract_string(line, '$.stream_id')) IS NULL "
+                "OR TRY_CAST(TRY(json_extract_string(line, '$.version')) AS BIGINT) IS NULL").fetchall()
+            samples = "; ".join(f"{_origin_name(origin, key, archive_root)}: {line[:80]}"
+                                for origin, key, line in check)
+            plan.problems.append(f"{bad_lines} line(s) that are not envelopes: {samples}")
+        query = sql.render(sql.source("replay_plan"), {"buckets": files})
+        # Materialized in the query's order, then one COPY per bucket: a scan keeps insertion order
+        # (a partitioned COPY writes in parallel and does not), and the table's zone maps on `bucket`
+        # let each COPY read only its own row groups.
+        connection.execute(f"CREATE TABLE planned AS {query}")
+        connection.execute("DROP TABLE plan_lines")
+        plan.unique = 0
+        for (bucket,) in connection.execute("SELECT DISTINCT bucket FROM planned ORDER BY bucket").fetchall():
+            target = out_dir / f"bucket={int(bucket)}"
+            target.mkdir(parents=True, exist_ok=True)
+            (written,), = connection.execute(
+                f"COPY (SELECT line FROM planned WHERE bucket = {int(bucket)}) TO '{target / 'data_0.csv.gz'}' "
+                f"(FORMAT csv, DELIMITER '{_DELIMITER}', QUOTE '', ESCAPE '', HEADER false, COMPRESSION gzip)").fetchall()
+            plan.unique += int(written)
+
+
 def local_path(plan: Plan, key: str) -> Path | None:
     """The local copy of a plan key, if this process made the plan."""
     if plan.local_dir is None or not key.startswith(plan.prefix):
@@ -213,11 +231,11 @@ def local_path(plan: Plan, key: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _origin_name(origin: int, key: str, root: Path) -> str:
+def _origin_name(origin: int, key: str, archive_root: Path | None) -> str:
+    """An archived line's object key (its local path less the download directory), or the record's."""
     if origin == 0:
-        text = str(key)
-        marker = str(root / "archive") + "/"
-        return text[len(marker):] if text.startswith(marker) else text
+        marker = f"{archive_root}/" if archive_root is not None else ""
+        return key[len(marker):] if marker and key.startswith(marker) else key
     return f"stream record {key}"
 
 

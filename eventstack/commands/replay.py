@@ -36,9 +36,18 @@ def replay(
     )] = "new",
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted replay.")] = False,
     abandon: Annotated[bool, typer.Option("--abandon", help="Drop an unfinished replay (and its half-built table).")] = False,
+    engine_name: Annotated[str | None, typer.Option(
+        "--engine", help="Where the fold runs. local: DuckDB plans the window into files (de-duplicated, bucketed by stream, "
+             "ordered), --workers processes fold them; aws: Athena plans, a Step Functions Distributed Map of "
+             "Lambdas folds. Default local (with --shard: the scan engine).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, max=256, help="Fold workers: processes (local, default the "
+                                                "CPU count, at most 8) or concurrent Lambdas (aws).")] = None,
+    files: Annotated[int | None, typer.Option(min=1, max=4096, help="The plan's file (bucket) count; default from the "
+                                              "archive's size, so one file folds well within a Lambda's 15 minutes, "
+                                              "and at least --workers.")] = None,
     shard: Annotated[
-        str | None, typer.Option(help="i/n, counting from 0 (0/n to n-1/n): replay the streams of hash range i of n; run n "
-                                   "workers, one per range, to share the work.")
+        str | None, typer.Option(help="i/n, counting from 0 (0/n to n-1/n): the scan engine; replay the streams of hash "
+                                   "range i of n, reading the whole archive; run n workers, one per range.")
     ] = None,
     drop_old: Annotated[bool, typer.Option("--drop-old", help="After switching, delete the table replaced.")] = False,
     drop_table: Annotated[
@@ -52,8 +61,8 @@ def replay(
         float | None, typer.Option(min=0.0, help="Seconds to keep tailing the streams after the switch "
                                                "(default: 2x the table cache + 10).")
     ] = None,
-    workers: Annotated[int | None, typer.Option(min=1, max=64, help="Concurrent item writes "
-                                                "(default 4; 1 against the local runtime).")] = None,
+    write_workers: Annotated[int | None, typer.Option(min=1, max=64, help="Concurrent item writes per fold worker "
+                                                      "(default 4; 1 against the local runtime).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Stream records per call of the tail's projector.")] = 500,
     memory: Annotated[int | None, typer.Option(min=1, help="Memory budget in MiB for ordering "
                                                "(more: fewer spill partitions).")] = None,
@@ -77,12 +86,18 @@ def replay(
     err = Console(stderr=True)
     if into not in ("new", "in-place"):
         raise typer.BadParameter("--into takes new or in-place")
+    if engine_name is not None and engine_name not in ("local", "aws"):
+        raise typer.BadParameter("--engine takes local or aws", param_hint="--engine")
+    if engine_name is not None and shard:
+        raise typer.BadParameter("--shard runs the scan engine; leave --engine out (or --shard out: --workers "
+                                 "splits the plan's work)", param_hint="--engine")
     try:
         # the arguments are checked before any AWS call
         TOPOLOGY.projection(projection)
         since_time = parse_time(since) if since else None
         until_time = parse_time(until) if until else None
         shard_range = parse_shard(shard)
+        from eventstack.replay_pool import default_workers
         found = resources.load(stage)
         options = engine.ReplayOptions(
             projection,
@@ -92,8 +107,11 @@ def replay(
             resume=resume,
             abandon=abandon,
             shard=shard_range,
+            engine="scan" if shard else engine_name or "local",  # type: ignore[arg-type]
+            workers=workers or default_workers(),
+            files=files,
             batch_size=batch_size,
-            apply_workers=workers or (1 if resources.is_local_endpoint() else 4),
+            apply_workers=write_workers or (1 if resources.is_local_endpoint() else 4),
             catch_up=catch_up,
             drop_old=drop_old,
             switch_partial=switch_partial,

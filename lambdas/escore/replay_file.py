@@ -21,11 +21,11 @@ It imports nothing of eventstack/ (docs/architecture.md): the replay-worker Lamb
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import heapq
 import importlib
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
@@ -40,6 +40,7 @@ from escore.projector_lambda import namespace
 from escore.rebuild import TableFold, WriteStats, live_marks, write_fold
 
 DONE_SK = "$done"
+READ_CHUNK = 1 << 20  # compressed bytes read at a time
 OWNED_CHUNK = 20_000  # owned items held before they are written (the memory bound, with one stream's state)
 _HASH_SPACE_BITS = 32
 
@@ -96,6 +97,7 @@ class FileResult:
     skipped: int = 0  # types the projection does not read
     duplicates: int = 0
     failed: int = 0
+    items: int = 0  # owned and shared items the fold produced
     written: int = 0
     already: int = 0
     problems: list[str] = field(default_factory=list)
@@ -128,11 +130,29 @@ def load_spec(module: str, projection: str) -> ProjectionSpec:
     return spec
 
 
+def _batches(stream: IO[bytes]) -> Iterator[list[bytes]]:
+    """The non-empty lines of a gzip stream (members may be concatenated), a decompressed chunk's
+    worth at a time. (eventstack.archive_gzip does the same for the CLI; nothing in lambdas/ may import it.)"""
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    pending = b""
+    while chunk := stream.read(READ_CHUNK):
+        while chunk:
+            if decompressor.eof:  # another gzip member follows
+                decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            data = pending + decompressor.decompress(chunk)
+            chunk = decompressor.unused_data if decompressor.eof else b""
+            lines = data.split(b"\n")
+            pending = lines.pop()
+            yield [line for line in lines if line]
+    if not decompressor.eof and (decompressor.unconsumed_tail or pending or decompressor.flush()):
+        raise EOFError("truncated gzip stream")
+    if pending.strip():
+        yield [pending]
+
+
 def _lines(stream: IO[bytes]) -> Iterator[bytes]:
-    with gzip.GzipFile(fileobj=stream) as reader:
-        for line in reader:
-            if len(line) > 1:
-                yield line
+    for batch in _batches(stream):
+        yield from batch
 
 
 _MARK = {REPLAYED: True}
@@ -150,20 +170,21 @@ class _Reader:
 
     def decoded(self, key: str, stream: IO[bytes]) -> Iterator[tuple[str, int, Envelope]]:
         loads, result, mark = orjson.loads, self.result, _MARK
-        for line in _lines(stream):
-            result.lines += 1
-            try:
-                raw = loads(line)
-                metadata = raw.get("metadata") if type(raw) is dict else None
-                if type(metadata) is dict:
-                    metadata.update(mark)
-                event = from_dict(raw)
-            except (orjson.JSONDecodeError, EnvelopeError) as exc:
-                self.bad_lines += 1
-                if len(self.samples) < 3:
-                    self.samples.append(f"{key}: {exc}")
-                continue
-            yield event.stream_id, event.version, event
+        for batch in _batches(stream):
+            result.lines += len(batch)
+            for line in batch:
+                try:
+                    raw = loads(line)
+                    metadata = raw.get("metadata") if type(raw) is dict else None
+                    if type(metadata) is dict:
+                        metadata.update(mark)
+                    event = from_dict(raw)
+                except (orjson.JSONDecodeError, EnvelopeError) as exc:
+                    self.bad_lines += 1
+                    if len(self.samples) < 3:
+                        self.samples.append(f"{key}: {exc}")
+                    continue
+                yield event.stream_id, event.version, event
 
     def streams(self, sources: list[tuple[str, IO[bytes]]]) -> Iterator[tuple[str, list[Envelope]]]:
         """Each stream's events, in version order, one copy per version (the first)."""
@@ -213,7 +234,7 @@ def cut_marks(cuts: dict[str, dict[str, str]]) -> dict[str, str]:
 
 def fold_plan_file(
     item: PlanItem,
-    dynamodb: Any,
+    dynamodb: Any | None,
     open_key: Opener,
     *,
     spec: ProjectionSpec | None = None,
@@ -221,13 +242,15 @@ def fold_plan_file(
     stats: WriteStats | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> FileResult:
-    """Fold bucket `item.index` of `item.count` into `item.table` (see the module's docstring)."""
+    """Fold bucket `item.index` of `item.count` into `item.table` (see the module's docstring).
+
+    `dynamodb` None folds without writing anything (the benchmark's fold alone, bench/replay.py):
+    the items are made and counted, then dropped."""
     started = time.monotonic()
     result = FileResult(item.index, item.count)
     key = done_key(item.index, item.count)
-    held = dynamodb.get_item(TableName=item.table, Key={"pk": {"S": key[0]}, "sk": {"S": key[1]}},
-                             ConsistentRead=True).get("Item")
-    if held is not None:
+    if dynamodb is not None and dynamodb.get_item(
+            TableName=item.table, Key={"pk": {"S": key[0]}, "sk": {"S": key[1]}}, ConsistentRead=True).get("Item"):
         result.status = "already-done"
         return result
     spec = spec or load_spec(item.folds, item.projection)
@@ -243,13 +266,21 @@ def fold_plan_file(
     marks = cut_marks(item.cuts)
     reader = _Reader(result)
     sources = [(k, open_key(k)) for k in item.keys]
+
+    def write_owned() -> None:
+        if dynamodb is None:
+            result.items += len(fold.take_owned())
+        else:
+            result.items += len(fold.owned)
+            write_fold(fold, dynamodb, item.table, space, marks, shared=False, workers=write_workers, stats=writes)
+
     try:
         apply, forget = fold.apply, fold.forget
         for stream_id, events in reader.streams(sources):
             apply(events)
             forget((stream_id,))
             if len(fold.owned) >= OWNED_CHUNK:
-                write_fold(fold, dynamodb, item.table, space, marks, shared=False, workers=write_workers, stats=writes)
+                write_owned()
             if progress is not None:
                 progress(len(events))
     finally:
@@ -257,7 +288,8 @@ def fold_plan_file(
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
-    write_fold(fold, dynamodb, item.table, space, marks, shared=False, workers=write_workers, stats=writes)
+    write_owned()
+    result.items += len(fold.shared)
     s = fold.stats
     result.folded, result.skipped, result.duplicates, result.failed = s.folded, s.skipped, s.duplicates, s.failed
     result.events = s.folded + s.skipped
@@ -271,7 +303,7 @@ def fold_plan_file(
     result.problems += s.problems()
     if result.problems or result.failed:
         result.status = "problems"
-    else:
+    elif dynamodb is not None:
         write_fold(fold, dynamodb, item.table, space, marks, owned={}, shared=True, workers=write_workers, stats=writes)
         state = {"events": result.events, "items": writes.written + writes.already - sum(before)}
         dynamodb.put_item(TableName=item.table, Item={"pk": {"S": key[0]}, "sk": {"S": key[1]},

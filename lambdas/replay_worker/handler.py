@@ -19,7 +19,7 @@ Contract (stable; eventstack/replay_aws.py and infra/replay.py build on it):
   position]` for the stream records in the plan (the shared items' recent events); else null.
 - **Returns** (escore.replay_file.FileResult.as_dict): `{"index", "count", "status": "done" |
   "already-done" | "problems", "lines", "events", "folded", "skipped", "duplicates", "failed",
-  "written", "already", "problems": [str], "failures": [str], "seconds"}`. "problems" (a gap, two
+  "items", "written", "already", "problems": [str], "failures": [str], "seconds"}`. "problems" (a gap, two
   events at one version, a line that is not an envelope, a fold that fails) is an answer, not an
   error: retrying cannot fix the plan; the bucket's owned items are written, its shared items and
   done marker are not, so the replay does not switch. Anything else (S3, DynamoDB after its retries,

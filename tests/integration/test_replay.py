@@ -76,7 +76,8 @@ class CrashingDynamoDB:
 class Stack:
     """The pieces of a deployed stage that replay touches, on moto, with 'live' projectors."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: str = "local") -> None:
+        self.engine = engine  # the fold's engine of every replay but a sharded one (which scans)
         self.clients = Clients(*(boto3.client(n, region_name="us-east-1")
                                  for n in ("dynamodb", "s3", "kinesis", "ssm")))
         self.clients.s3.create_bucket(Bucket=BUCKET)
@@ -136,6 +137,7 @@ class Stack:
         options.setdefault("read_workers", 4)
         options.setdefault("fence_seconds", 0)
         options.setdefault("poll_seconds", 0.05)
+        options.setdefault("engine", "scan" if options.get("shard", (0, 1))[1] > 1 else self.engine)
         start = T0 + timedelta(days=30)
         return Replayer(ReplayOptions(name, **options), self.resources, clients or self.clients,
                         spec=spec or self.specs[name], clock=lambda: start + timedelta(minutes=next(self._ticks)))
@@ -147,10 +149,12 @@ class Stack:
             return None
 
 
-@pytest.fixture
-def stack() -> Iterator[Stack]:
+@pytest.fixture(params=["local", "scan"])
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """Every test on both fold engines: the local one (a DuckDB plan folded file by file, here in
+    process: --workers 1) and the scan (each worker reads the whole archive, keeps its hash range)."""
     with mock_aws(), tuned_moto_dynamodb():
-        yield Stack()
+        yield Stack(request.param)
 
 
 def mine(stack: Stack, name: str, events: list[Envelope]) -> list[Envelope]:
@@ -664,7 +668,7 @@ def test_a_windowed_replay_through_the_cli_exits_3(stack: Stack) -> None:
     events = History(seed=34).run(150)
     archive_with_duplicates(stack.clients.s3, events, random.Random(34), duplicate_rate=0, per_object=20)
     args = ["replay", "user_timeline", "--stage", STAGE, "--since", f"{T0 + timedelta(hours=1):%Y-%m-%dT%H}",
-            "--no-catch-up", "--handoff", "0"]
+            "--no-catch-up", "--handoff", "0", "--workers", "1"]  # (moto is in this process)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 3, result.output
     assert "not switched" in result.stderr and "--switch-partial" in result.stderr
