@@ -5,7 +5,8 @@ with boto3 instead: `sync` lists `events/`, downloads only objects that are new 
 changed (concurrently), drops the copies of objects deleted from the bucket, and keeps a manifest
 (`manifest.json`: key, etag, size, last_modified, and what the DuckDB engine learnt when it first read
 the copy: lines, undecodable lines, or why it cannot be read). Copies live under `objects/<key>`, so
-the key's `service=/year=/.../hour=` folders are the hive partitions DuckDB reads.
+the key's `service=/year=/.../hour=` folders are the hive partitions DuckDB reads; the engine's
+Parquet copy of each under `columnar/<key>.parquet` (made once per ETag, dropped with the object).
 
 Default place: `$XDG_CACHE_HOME/eventstack/<endpoint-or-account>/<bucket>` (~/.cache when unset).
 """
@@ -74,6 +75,7 @@ class ArchiveCache:
         self.root = Path(root)
         self.manifest_path = self.root / "manifest.json"
         self.objects_dir = self.root / "objects"
+        self.columnar_dir = self.root / "columnar"
         self.entries: dict[str, CachedObject] = self._load()
 
     def _load(self) -> dict[str, CachedObject]:
@@ -95,6 +97,10 @@ class ArchiveCache:
     def path(self, key: str) -> Path:
         return self.objects_dir / key
 
+    def columnar_path(self, key: str) -> Path:
+        """Where the engine keeps its Parquet copy of `key`'s lines (made from the object's copy)."""
+        return self.columnar_dir / f"{key}.parquet"
+
     def objects(self) -> list[CachedObject]:
         return sorted(self.entries.values(), key=lambda e: e.key)
 
@@ -113,6 +119,7 @@ class ArchiveCache:
         stats.listed = len(listed)
         for key in [k for k in self.entries if k not in listed]:
             self.path(key).unlink(missing_ok=True)
+            self.columnar_path(key).unlink(missing_ok=True)
             del self.entries[key]
             stats.deleted += 1
         wanted = [o for key, o in listed.items() if not self._current(key, o)]

@@ -1,25 +1,28 @@
 """The local query engine: DuckDB (embedded) over the archive cache (eventstack.audit.cache).
 
-The first query syncs the cache with the bucket (new or changed objects only), reads each copy not
-read before once to count its lines and its undecodable ones (and to find copies that are not gzip or
-are truncated: those are left out, named on stderr), then binds `events_raw`/`events` as views
-(eventstack.audit.relations) and runs the SQL. Undecodable lines are skipped, never silently: every
+The first query syncs the cache with the bucket (new or changed objects only), converts each copy not
+converted before to Parquet once (DuckDB's JSON reader; counting its lines and its undecodable ones,
+and finding copies that are not gzip or are truncated: those are left out, named on stderr), then
+binds `events_raw`/`events` as views over the Parquet copies (eventstack.audit.relations) and runs
+the SQL. Undecodable lines are skipped, never silently: every
 query says on stderr how many the objects it read hold.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from eventstack import sql as queries
 from eventstack.audit import relations
-from eventstack.audit.cache import ArchiveCache, SyncStats, rfc3339_to_naive_utc
+from eventstack.audit.cache import ArchiveCache, CachedObject, SyncStats, rfc3339_to_naive_utc
 from eventstack.audit.engine import EngineError, EngineName, ProgressFn, QueryResult
 from eventstack.audit.output import plain
 
-INSPECT_BATCH = 256  # copies counted per DuckDB scan when looking at new objects
+CONVERT_WORKERS = 4  # objects converted at once (each a DuckDB cursor)
 PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -38,13 +41,12 @@ class DuckDBEngine:
         self._bound = False
 
     def refresh(self, progress: ProgressFn | None = None) -> None:
-        """Sync the cache (when a bucket is given), read new copies, bind the relations."""
+        """Sync the cache (when a bucket is given), convert new copies, bind the relations."""
         if self.s3 is not None and self.bucket:
             self.sync_stats = _sync(self.cache, self.s3, self.bucket, progress)
-        self._inspect()
+        self._convert(progress)
         readable = [o for o in self.cache.objects() if o.unreadable is None]
-        relations.bind_duckdb(self.con, [(str(self.cache.path(o.key)), o.key, rfc3339_to_naive_utc(o.last_modified))
-                                         for o in readable])
+        relations.bind_duckdb(self.con, [str(self.cache.columnar_path(o.key)) for o in readable])
         self._bound = True
         if progress:
             for o in self.cache.objects():
@@ -55,37 +57,41 @@ class DuckDBEngine:
             if bad:
                 progress(f"warning: {bad} archived line(s) in {holding} object(s) are not envelopes: skipped")
 
-    def _inspect(self) -> None:
-        """Count lines and undecodable lines of every copy not yet read; mark copies DuckDB cannot read."""
-        fresh = [o for o in self.cache.objects() if o.lines is None and o.unreadable is None]
+    def _convert(self, progress: ProgressFn | None) -> None:
+        """Copy every object not yet converted to Parquet (relations.columnar_sql), counting its lines and
+        undecodable lines; an object DuckDB cannot read (not gzip, truncated) is marked and left out."""
+        fresh = [o for o in self.cache.objects()
+                 if o.unreadable is None and (o.lines is None or not self.cache.columnar_path(o.key).is_file())]
         if not fresh:
             return
-        for start in range(0, len(fresh), INSPECT_BATCH):
-            batch = fresh[start:start + INSPECT_BATCH]
-            try:
-                self._count([o.key for o in batch])
-            except EngineError:
-                for one in batch:  # one bad copy fails the scan: find it
-                    try:
-                        self._count([one.key])
-                    except EngineError as exc:
-                        self.cache.record(one.key, unreadable=str(exc).splitlines()[0])
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=CONVERT_WORKERS) as pool:
+            list(pool.map(self._convert_one, fresh))
         self.cache.save()
+        if progress:
+            progress(f"read {len(fresh)} new archive object(s) in {time.monotonic() - started:.1f} s")
 
-    def _count(self, keys: list[str]) -> None:
+    def _convert_one(self, entry: CachedObject) -> None:
         import duckdb
 
-        paths = {str(self.cache.path(k)): k for k in keys}
+        target = self.cache.columnar_path(entry.key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(target.name + ".part")
         bad = " OR ".join(f"{name} IS NULL" for name in relations.IDENTIFYING)
-        sql = (f"SELECT {relations.FILE_COLUMN}, count(*), count(*) FILTER (WHERE {bad}) "
-               f"FROM {relations.read_json_sql(list(paths))} GROUP BY ALL")
+        cursor = self.con.cursor()  # one per thread: DuckDB runs them in parallel
         try:
-            found = {row[0]: row for row in self.con.execute(sql).fetchall()}
+            cursor.execute(relations.columnar_sql(str(self.cache.path(entry.key)), entry.key,
+                                                  rfc3339_to_naive_utc(entry.last_modified), str(part)))
+            lines, bad_lines = cursor.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE {bad}) FROM read_parquet({queries.literal(str(part))}, hive_partitioning = false)"
+            ).fetchone() or (0, 0)
+            os.replace(part, target)
+            self.cache.record(entry.key, lines=int(lines), bad_lines=int(bad_lines))
         except duckdb.Error as exc:
-            raise EngineError(str(exc)) from None
-        for path, key in paths.items():
-            row = found.get(path)
-            self.cache.record(key, lines=int(row[1]) if row else 0, bad_lines=int(row[2]) if row else 0)
+            part.unlink(missing_ok=True)
+            self.cache.record(entry.key, unreadable=_first_line(exc))
+        finally:
+            cursor.close()
 
     def query(self, sql: str, params: dict[str, Any] | None = None, *, dialect: str | None = None,
               progress: ProgressFn | None = None) -> QueryResult:

@@ -91,6 +91,8 @@ def test_etag_cache_downloads_only_new_or_changed_and_drops_deleted(s3: Any, tmp
     assert (stats.listed, stats.downloaded, stats.deleted) == (2, 2, 1)
     assert sorted(stats.downloaded_keys) == [HOUR10 + "a.gz", HOUR10 + "c.gz"]
     assert not (tmp_path / "objects" / HOUR10 / "b.gz").exists()
+    assert not (tmp_path / "columnar" / HOUR10 / "b.gz.parquet").exists()  # its Parquet copy goes too
+    assert (tmp_path / "columnar" / HOUR10 / "c.gz.parquet").is_file()
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert [o["key"] for o in manifest["objects"]] == [HOUR10 + "a.gz", HOUR10 + "c.gz"]
     assert {"key", "etag", "size", "last_modified"} <= set(manifest["objects"][0])
