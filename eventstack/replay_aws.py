@@ -21,8 +21,10 @@ for the local engine):
    `workers` (the target table's write budget, capped by N and the construct's ceiling); polled until
    it ends, the Map Run's counts shown as progress.
 5. Check: a failed execution, failed items (their bucket, keys and error, from the child
-   executions' inputs), or a bucket without its done marker (its fold reported problems) raise
-   `ReplayError`, naming them. Running the replay again folds only the buckets not done.
+   executions' inputs), or a bucket without its done marker raise `ReplayError`, naming them. The
+   children's results (the Map's ResultWriter files) are added to the replay's summary; a bucket whose
+   fold reported problems makes run_map answer False (nothing switched, the problems in the summary).
+   Running the replay again folds only the buckets not done.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ UNLOAD_MAX_PARTITIONS = 100  # Athena: "the maximum number of partitions that ca
 MAX_CONCURRENCY_CEILING = 1000  # infra/replay.py
 STREAM_FILE = "stream-records.gz"
 MANIFEST = "manifest.json"
+RESULTS = "results"
+_RESULT_FILE = re.compile(r"/SUCCEEDED_\d+\.json$")
 _BUCKET_DIR = re.compile(r"(?:^|/)bucket=(\d+)/")
 _DONE_QUERY = {"SUCCEEDED"}
 _FAILED_QUERY = {"FAILED", "CANCELLED"}
@@ -116,6 +120,11 @@ class Plan:
     def manifest_key(self) -> str:
         return self.prefix + MANIFEST
 
+    @property
+    def results_prefix(self) -> str:
+        """Where the Map's ResultWriter puts the children's results (infra/replay.py)."""
+        return self.prefix + RESULTS
+
 
 def run_id(record: dict[str, Any]) -> str:
     """The run's name in the plan prefix: the record's start, compact (20261201T120000)."""
@@ -153,7 +162,8 @@ def unload_sql(plan_select: str, *, buckets: int, low: int, high: int, location:
     athena = sql.transpile(sql.render(sql.source("replay_plan"), {"buckets": buckets}), write="athena")
     tree = sqlglot.parse_one(athena, read="athena")
     assert isinstance(tree, exp.Select)
-    with_ = tree.args["with_"] if "with_" in tree.args else tree.args.get("with")
+    with_ = tree.args.get("with_") or tree.args.get("with")
+    assert isinstance(with_, exp.With), "replay_plan.sql starts with a WITH clause"
     cte = exp.CTE(this=sqlglot.parse_one(plan_select, read="athena"), alias=exp.TableAlias(this=exp.to_identifier("plan_lines")))
     with_.expressions.insert(0, cte)
     bucket, line = tree.expressions  # (bucket, line): the partition column must come last for UNLOAD
@@ -304,7 +314,8 @@ class AwsReplay:
             stateMachineArn=self.target.state_machine_arn,
             name=name,
             input=json.dumps({
-                "plan": {"manifest_key": plan.manifest_key, "projection": self.projection.name,
+                "plan": {"manifest_key": plan.manifest_key, "results_prefix": plan.results_prefix,
+                         "projection": self.projection.name,
                          "table": record["table"], "run": run_id(record), "count": plan.count},
                 "max_concurrency": concurrency,
             }),
@@ -339,7 +350,40 @@ class AwsReplay:
         return counts
 
     # 5. check -----------------------------------------------------------------------------------
-    def check(self, execution: dict[str, Any], record: dict[str, Any], plan: Plan) -> None:
+    def results(self, plan: Plan) -> list[dict[str, Any]]:
+        """The succeeded children's outputs (the worker's FileResult), from the ResultWriter's files."""
+        found: list[dict[str, Any]] = []
+        paginator = self.clients.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.target.results_bucket, Prefix=plan.results_prefix + "/"):
+            for obj in page.get("Contents", []):
+                if not _RESULT_FILE.search(obj["Key"]):
+                    continue
+                body = self.clients.s3.get_object(Bucket=self.target.results_bucket, Key=obj["Key"])["Body"].read()
+                for child in json.loads(body):
+                    output = child.get("Output")
+                    if isinstance(output, str) and output:
+                        found.append(json.loads(output))
+        return found
+
+    def account(self, results: list[dict[str, Any]]) -> bool:
+        """Add the buckets' results to the replay's summary (as the local engine does); False on problems."""
+        summary, ok = self.replayer.summary, True
+        for result in results:
+            summary.events_read += int(result.get("lines", 0))
+            summary.applied += int(result.get("folded", 0))
+            summary.skipped += int(result.get("skipped", 0))
+            summary.duplicates += int(result.get("duplicates", 0))
+            summary.failed += int(result.get("failed", 0))
+            summary.failures += list(result.get("failures", []))[: max(0, 10 - len(summary.failures))]
+            summary.writes.written += int(result.get("written", 0))
+            summary.writes.already += int(result.get("already", 0))
+            if result.get("status") == "problems":
+                ok = False
+                summary.problems += [f"bucket {result.get('index')}/{result.get('count')}: {p}"
+                                     for p in result.get("problems", [])] or [f"bucket {result.get('index')}: problems"]
+        return ok
+
+    def check(self, execution: dict[str, Any], record: dict[str, Any], plan: Plan) -> bool:
         arn = execution["executionArn"]
         if execution["status"] != "SUCCEEDED":
             raise ReplayError(
@@ -351,6 +395,9 @@ class AwsReplay:
         if bad:
             raise ReplayError(f"{bad} of {plan.count} bucket(s) failed after their retries: "
                               + "; ".join(self._failed_items(arn)))
+        if not self.account(self.results(plan)):
+            self.progress.note("problems in the plan's buckets: their shared items and markers are not written")
+            return False
         missing = [k for k in range(plan.count)
                    if self._marker(record["table"], k, plan.count) is None]
         if missing:
@@ -360,9 +407,10 @@ class AwsReplay:
                 f"problems; nothing of theirs is switched to): {shown}. The child executions' outputs "
                 f"say why: {arn}"
             )
+        return True
 
     def _failed_items(self, execution_arn: str, limit: int = 10) -> list[str]:
-        sfn, found = self.clients.stepfunctions, []
+        sfn, found = self.clients.stepfunctions, list[str]()
         map_run = self._map_run(execution_arn)
         if map_run is None:
             return ["no Map Run found"]
@@ -386,10 +434,11 @@ class AwsReplay:
         return answer.get("Item")
 
     # the whole --------------------------------------------------------------------------------
-    def run(self, record: dict[str, Any], cuts: dict[str, dict[str, str]], workers: int) -> Plan:
+    def run(self, record: dict[str, Any], cuts: dict[str, dict[str, str]], workers: int) -> bool:
         self.progress.phase("plan (Athena)", None)
         window_bytes, years = self.window(record)
-        plan = Plan(naming.replay_plan_prefix(self.projection.name, run_id(record)), bucket_count(window_bytes))
+        count = int(record.get("files") or 0) or bucket_count(window_bytes)  # the record's, if it fixed one
+        plan = Plan(naming.replay_plan_prefix(self.projection.name, run_id(record)), count)
         self.progress.note(f"{window_bytes / 1e9:.2f} GB archived in the window: {plan.count} bucket(s)")
         self.unload(record, plan, years)
         self.stream_files(plan, cuts)
@@ -397,8 +446,7 @@ class AwsReplay:
         items = self.items(record, plan, cuts)
         self.write_manifest(items, plan)
         execution = self.wait(self.start(record, plan, workers), plan.count)
-        self.check(execution, record, plan)
-        return plan
+        return self.check(execution, record, plan)
 
 
 def target_of(replayer: Any, sts: Any = None) -> Target:
@@ -410,10 +458,12 @@ def target_of(replayer: Any, sts: Any = None) -> Target:
 
 
 def run_map(replayer: Any, record: dict[str, Any], cuts: dict[str, dict[str, str]], *, workers: int,
-            clients: AwsClients | None = None, target: Target | None = None, poll_seconds: float = 5.0) -> None:
-    """Plan with Athena, fold with the Distributed Map; raise ReplayError naming what failed."""
+            clients: AwsClients | None = None, target: Target | None = None, poll_seconds: float = 5.0) -> bool:
+    """Plan with Athena, fold with the Distributed Map. True when every bucket is done (the orchestration,
+    eventstack.replay, then marks the fold done); False when a bucket's fold reported problems (they are
+    in replayer.summary.problems: nothing is switched); ReplayError naming what failed otherwise."""
     if workers < 1:
         raise ReplayError(f"--workers {workers}: the Map needs at least one at a time")
-    AwsReplay(
+    return AwsReplay(
         replayer, clients or AwsClients.default(replayer), target or target_of(replayer), poll_seconds=poll_seconds
     ).run(record, cuts, workers)

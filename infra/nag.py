@@ -164,9 +164,10 @@ def _replay_acks(machine: ReplayMachine) -> dict[str, str]:
             "replay-plans/ prefix of the audit results bucket: GetObject only, nothing else in the bucket."
         ),
         f"AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::<{plans}>/*]": (
-            "The Distributed Map's ItemReader reads each run's manifest.json, whose key is given per "
-            "execution; CDK grants s3:GetObject on the audit results bucket's objects (it holds only "
-            "query results and replay plans), no write and no other bucket."
+            "CDK's Distributed Map grants: the ItemReader reads each run's manifest.json and the ResultWriter "
+            "writes each run's results, both under keys given per execution; CDK grants s3:GetObject and "
+            "s3:PutObject (with multipart) on the audit results bucket's objects, which holds only Athena "
+            "results and replay plans (expiring), and on no other bucket."
         ),
         f"AwsSolutions::AwsSolutions-IAM5[Resource::<{worker}.Arn>:*]": (
             "CDK's LambdaInvoke grant: lambda:InvokeFunction on the worker and its versions/aliases "

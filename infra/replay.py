@@ -6,8 +6,8 @@ bucket files (by stream-id hash, each sorted by stream and version) under the pl
 audit results bucket, writes the plan's manifest.json (one item per bucket, its files grouped), then
 starts one execution with
 
-    {"plan": {"manifest_key": "<prefix>manifest.json", ...}, "max_concurrency": <from the target
-     table's write budget>}
+    {"plan": {"manifest_key": "<prefix>manifest.json", "results_prefix": "<prefix>results", ...},
+     "max_concurrency": <from the target table's write budget>}
 
 The machine has one state, a Distributed Map:
 - ItemReader: the manifest (a JSON array read with s3:getObject), so the item list never passes
@@ -26,8 +26,9 @@ The machine has one state, a Distributed Map:
 - MaxConcurrencyPath `$.max_concurrency`: concurrency is chosen per execution (the target table's
   write budget differs per projection and per run), with the construct's ceiling as a fixed fallback
   the CLI never exceeds.
-- ResultPath DISCARD: a Distributed Map's collected results would otherwise become the state's output
-  and could exceed the payload limit; the per-item outcome lives in the Map Run and in the table.
+- ResultWriter: every child's result (the worker's FileResult: events, items written, problems) is
+  written as JSON files under the execution's `results_prefix` (the plan's `results/`), which run_map
+  adds up into the replay's summary; ResultPath DISCARD keeps the state's output small.
 
 The worker reads the plan prefix only and writes the projection tables only (the deployed table of
 every projection and every replay generation `<table>-g*`), nothing else.
@@ -127,6 +128,8 @@ class ReplayMachine(Construct):
             map_execution_type=sfn.StateMachineType.STANDARD,
             max_concurrency_path="$.max_concurrency",
             tolerated_failure_percentage=100,
+            # each child's FileResult (and each failed child's error) to S3, for the CLI's summary
+            result_writer_v2=sfn.ResultWriterV2(bucket=plans, prefix=sfn.JsonPath.string_at("$.plan.results_prefix")),
             result_path=sfn.JsonPath.DISCARD,
             label="FoldEveryFile",
         )

@@ -93,8 +93,12 @@ def test_the_one_state_is_a_distributed_map_over_the_manifest(each: Synth) -> No
     assert fold["MaxConcurrencyPath"] == "$.max_concurrency" and "MaxConcurrency" not in fold
     # a failed file does not abort the others; run_map reports it from the Map Run's counts
     assert fold["ToleratedFailurePercentage"] == 100
-    assert fold["ResultPath"] is None  # results discarded: no 256 KiB output limit to reach
+    assert fold["ResultPath"] is None  # the results go to S3 (ResultWriter), not into the state's output
     assert fold["Label"] == "FoldEveryFile"
+    assert fold["ResultWriter"] == {
+        "Resource": "arn:aws:states:::s3:putObject",
+        "Parameters": {"Bucket": f"eventstack-{each.stage}-audit-{ACCOUNT}-{REGION}", "Prefix.$": "$.plan.results_prefix"},
+    }
 
 
 def test_each_item_is_one_task_invoking_the_worker_retried_alone(each: Synth) -> None:
@@ -210,8 +214,11 @@ def test_state_machine_invokes_the_worker_and_reads_the_results_bucket_only(each
         json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [worker, "Arn"]}, ":*"]]}),
     }
     s3 = [s for s in statements if any(a.startswith("s3:") for a in _actions(s))]
-    assert all(set(_actions(s)) <= {"s3:GetObject", "s3:ListBucket"} for s in s3)
-    assert all(results in json.dumps(s["Resource"]) for s in s3)
+    # the ItemReader's manifest read and the ResultWriter's writes, on the audit results bucket only
+    allowed = {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"}
+    assert all(set(_actions(s)) <= allowed for s in s3)
+    assert all(results in json.dumps(s["Resource"]) and "Archive" not in json.dumps(s["Resource"]) for s in s3)
+    assert not any("s3:DeleteObject" in _actions(s) for s in s3)
     # the Distributed Map's own grants: start, describe and stop its child executions
     states = {a for s in statements for a in _actions(s) if a.startswith("states:")}
     assert {"states:StartExecution", "states:DescribeExecution", "states:StopExecution"} <= states

@@ -20,6 +20,7 @@ from escore import naming
 from escore.replay_file import done_key, stream_bucket
 from eventstack import replay_aws
 from eventstack.replay import ReplayError
+from eventstack.replay_summary import ReplaySummary
 from eventstack.topology import TOPOLOGY
 
 pytestmark = pytest.mark.integration
@@ -56,6 +57,7 @@ class FakeReplayer:
     progress: Recorder
     topology: Any = TOPOLOGY
     resources: Any = None
+    summary: ReplaySummary = field(default_factory=lambda: ReplaySummary("user_timeline"))
 
 
 @pytest.fixture
@@ -102,22 +104,33 @@ def _unload_output(s3: Any, results: str, prefix: str) -> list[str]:
     return keys
 
 
-def _run(aws: Any, athena: Any, sfn: Any, *, markers: bool = True, workers: int = 8,
-         cuts: dict[str, dict[str, str]] | None = None, kinesis: Any = None) -> tuple[Recorder, dict[str, Any]]:
+def _result(status: str = "done", problems: list[str] | None = None) -> dict[str, Any]:
+    """A worker's answer (escore.replay_file.FileResult.as_dict) for bucket 0 of 1."""
+    return {"index": 0, "count": 1, "status": status, "lines": 12, "events": 10, "folded": 9, "skipped": 1,
+            "duplicates": 2, "failed": 0, "written": 7, "already": 0, "problems": problems or [], "failures": [],
+            "seconds": 1.5}
+
+
+def _run(aws: Any, athena: Any, sfn: Any, *, markers: bool = True, workers: int = 8, expect: bool = True,
+         result: dict[str, Any] | None = None, kinesis: Any = None) -> tuple[FakeReplayer, dict[str, Any]]:
     s3, dynamodb, results = aws
     _, projection = TOPOLOGY.projection("user_timeline")
-    progress = Recorder()
-    replayer = FakeReplayer(projection, progress)
+    replayer = FakeReplayer(projection, Recorder())
     target = replay_aws.Target(STAGE, ACCOUNT, REGION, ARCHIVE)
     record = _record()
     plan_prefix = naming.replay_plan_prefix("user_timeline", "20261201T120000")
     _unload_output(s3, results, plan_prefix)
+    # what the Map's ResultWriter writes (moto runs no Step Functions): one succeeded child
+    child = {"Status": "SUCCEEDED", "Input": "{}", "Output": json.dumps(result or _result())}
+    s3.put_object(Bucket=results, Key=f"{plan_prefix}results/map-run-1/SUCCEEDED_0.json", Body=json.dumps([child]).encode())
+    s3.put_object(Bucket=results, Key=f"{plan_prefix}results/map-run-1/manifest.json", Body=b"{}")
     if markers:
         pk, sk = done_key(0, 1)
         dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": pk}, "sk": {"S": sk}, "state": {"S": "{}"}})
     clients = replay_aws.AwsClients(athena, s3, sfn, dynamodb, kinesis)
-    replay_aws.run_map(replayer, record, cuts or {}, workers=workers, clients=clients, target=target, poll_seconds=0)
-    return progress, {"prefix": plan_prefix}
+    assert replay_aws.run_map(replayer, record, {}, workers=workers, clients=clients, target=target,
+                              poll_seconds=0) is expect
+    return replayer, {"prefix": plan_prefix}
 
 
 def _athena_stubs(athena: Any) -> Stubber:
@@ -168,9 +181,10 @@ def test_plans_with_athena_writes_the_manifest_and_runs_the_map(aws: Any) -> Non
     _archive(s3)
     athena, sfn = boto3.client("athena", region_name=REGION), boto3.client("stepfunctions", region_name=REGION)
     with _athena_stubs(athena) as a, _sfn_stubs(sfn, final={"succeeded": 1}) as f:
-        progress, plan = _run(aws, athena, sfn)
+        replayer, plan = _run(aws, athena, sfn)
         a.assert_no_pending_responses()
         f.assert_no_pending_responses()
+    progress, summary = replayer.progress, replayer.summary
     manifest = json.loads(s3.get_object(Bucket=results, Key=plan["prefix"] + "manifest.json")["Body"].read())
     _, projection = TOPOLOGY.projection("user_timeline")
     assert manifest == [{
@@ -183,6 +197,20 @@ def test_plans_with_athena_writes_the_manifest_and_runs_the_map(aws: Any) -> Non
     PlanItem.model_validate(manifest[0])  # the worker's own model accepts it
     assert ("fold (Step Functions)", 1) in progress.phases and progress.advanced == 1
     assert "0.00 GB archived in the window: 1 bucket(s)" in progress.notes  # posts' one object (1000 B)
+    # the children's results, added up as the local engine does
+    assert (summary.events_read, summary.applied, summary.skipped, summary.duplicates, summary.written) == (12, 9, 1, 2, 7)
+    assert summary.ok
+
+
+def test_a_bucket_with_problems_answers_false_with_the_problems_in_the_summary(aws: Any) -> None:
+    s3, _, _ = aws
+    _archive(s3)
+    athena, sfn = boto3.client("athena", region_name=REGION), boto3.client("stepfunctions", region_name=REGION)
+    with _athena_stubs(athena), _sfn_stubs(sfn, final={"succeeded": 1}):
+        replayer, _ = _run(aws, athena, sfn, markers=False, expect=False,
+                           result=_result("problems", ["post-1 v3: two events (e1, e2)"]))
+    assert replayer.summary.problems == ["bucket 0/1: post-1 v3: two events (e1, e2)"]
+    assert not replayer.summary.ok
 
 
 def test_the_unload_and_the_execution_input(aws: Any) -> None:
@@ -211,6 +239,7 @@ def test_the_unload_and_the_execution_input(aws: Any) -> None:
     (given,) = inputs
     assert given["max_concurrency"] == 1  # workers capped by the bucket count
     assert given["plan"]["manifest_key"] == plan["prefix"] + "manifest.json"
+    assert given["plan"]["results_prefix"] == plan["prefix"] + "results"
 
 
 def test_failed_items_are_named_with_their_bucket_and_error(aws: Any) -> None:
