@@ -39,16 +39,25 @@ class Scanned:
     """What a Scan of the stores found, and what it cost: the items DynamoDB read (and billed) to find them."""
 
     events: list[Envelope] = field(default_factory=list)
+    not_in_stage: list[str] = field(default_factory=list)  # services whose event store the stage does not list
     items_scanned: int = 0
     read_units: float = 0.0  # ConsumedCapacity as the endpoint reports it (moto: a flat 1 per page)
 
 
 def by_correlation(correlation_id: str, dynamodb: Any, resources: Resources,
                    services: Iterable[str] | None = None) -> Scanned:
-    """Every stored event whose metadata's correlation_id is `correlation_id`, across services."""
+    """Every stored event whose metadata's correlation_id is `correlation_id`, across services.
+
+    A service whose event store the stage's resources do not list (a service added to the code, the
+    stage not yet deployed with it) is not searched and named in `not_in_stage`; a listed store that
+    cannot be read is StoreUnavailable."""
     found = Scanned()
     for service in services if services is not None else [s.name for s in TOPOLOGY.services]:
-        table = _table(resources, service)
+        try:
+            table = resources.event_store_table(service)
+        except ResourceError:
+            found.not_in_stage.append(service)
+            continue
         try:
             _scan_correlation(dynamodb, table, correlation_id, found)
         except (BotoCoreError, ClientError) as exc:

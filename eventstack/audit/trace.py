@@ -68,7 +68,8 @@ class TraceEntry:
 class Trace:
     correlation_id: str
     entries: list[TraceEntry]
-    # archived, stored, both (event counts), store_items_scanned, store_read_units (the Scan's cost), seconds
+    # archived, stored, both (event counts), store_items_scanned, store_read_units (the Scan's cost),
+    # stores_not_in_stage (services not searched: the stage lists no event store for them), seconds
     stats: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -100,6 +101,7 @@ def trace(correlation_id: str, *, engine: QueryEngine | None, dynamodb: Any, res
         "both": sum(1 for e in merged if e.source == "both"),
         "store_items_scanned": scanned.items_scanned,
         "store_read_units": round(scanned.read_units, 1),
+        "stores_not_in_stage": scanned.not_in_stage,
         "seconds": round(time.monotonic() - started, 3),
     }
     return Trace(correlation_id, entries, stats)

@@ -49,6 +49,9 @@ def trace(
         print_json(result.to_json())
     else:
         print_table(result, console())
+    for service in result.stats.get("stores_not_in_stage", ()):
+        err.print(f"warning: the stage lists no event store for service {service}: not searched",
+                  style="yellow", markup=False, highlight=False)
     if not result.entries:
         err.print(f"no event carries correlation id {correlation_id!r} (searched the archive and every event store)",
                   soft_wrap=True, markup=False, highlight=False)

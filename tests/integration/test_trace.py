@@ -29,6 +29,7 @@ from eventstack.audit.duckdb_engine import DuckDBEngine
 from eventstack.audit.trace import ArchiveUnavailable, trace
 from eventstack.cli import app
 from eventstack.local.emulation import tuned_moto_dynamodb
+from eventstack.topology import TOPOLOGY
 from posts import api as posts_api
 from profiles import api as profiles_api
 from tests.support.api import ApiClient, routes_of
@@ -49,8 +50,8 @@ def aws(tmp_path: Path) -> Iterator[dict[str, Any]]:
     with mock_aws(), tuned_moto_dynamodb():
         clients = {n: boto3.client(n, region_name="us-east-1") for n in ("dynamodb", "s3", "ssm")}
         clients["s3"].create_bucket(Bucket=BUCKET)
-        tables = {f"{s}_events": create_event_store(clients["dynamodb"], s) for s in ("posts", "profiles")}
-        found = resources.Resources("test", BUCKET, tables, {"posts": "posts-events", "profiles": "profiles-events"})
+        tables = {s.event_store.logical_name: create_event_store(clients["dynamodb"], s.name) for s in TOPOLOGY.services}
+        found = resources.Resources("test", BUCKET, tables, {s.name: s.stream_logical_name for s in TOPOLOGY.services})
         resources.publish(found, clients["ssm"])
         clients["resources"] = found
         clients["cache"] = str(tmp_path / "archive-cache")
@@ -118,8 +119,8 @@ def test_trace_merges_archive_and_stores_in_order(aws: dict[str, Any]) -> None:
     assert result.entries[2].archived_at is None
     assert result.entries[2].data["text"] == "second"
     assert (result.stats["archived"], result.stats["stored"], result.stats["both"]) == (2, 3, 2)
-    every_item = sum(aws["dynamodb"].scan(TableName=f"{s}_events", Select="COUNT")["ScannedCount"]
-                     for s in ("posts", "profiles"))
+    every_item = sum(aws["dynamodb"].scan(TableName=table, Select="COUNT")["ScannedCount"]
+                     for table in aws["resources"].tables.values())
     assert result.stats["store_items_scanned"] == every_item  # a Scan reads every item, whatever it keeps
     document = result.to_json()
     assert document["correlation_id"] == "req-trace-1"
@@ -170,7 +171,7 @@ def test_an_unknown_correlation_id_is_an_empty_trace(aws: dict[str, Any]) -> Non
 
 
 def test_a_store_or_archive_that_cannot_be_read_is_one_line_and_exit_1(aws: dict[str, Any]) -> None:
-    tables = {"posts_events": "no_such_table", "profiles_events": "profiles_events"}
+    tables = {**aws["resources"].tables, "posts_events": "no_such_table"}
     resources.publish(resources.Resources("nostore", BUCKET, tables, {}), aws["ssm"])
     result = trace_cli(aws, "x", stage="nostore")
     assert result.exit_code == 1, result.output
@@ -219,3 +220,17 @@ def test_an_event_caused_by_an_event_follows_it_across_sources(aws: dict[str, An
     assert [(e.type, e.depth, e.source) for e in result.entries] == [
         ("UserRegistered", 0, "both"), ("PostCreated", 0, "both"), ("DisplayNameChanged", 1, "store"),
         ("PostEdited", 0, "store")]
+
+
+def test_a_service_the_stage_does_not_list_is_not_searched_and_named(aws: dict[str, Any]) -> None:
+    one_request_across_services(aws, "req-partial")
+    tables = {name: table for name, table in aws["resources"].tables.items() if name != "profiles_events"}
+    partial = resources.Resources("partial", BUCKET, tables, {})
+    result = trace("req-partial", engine=None, dynamodb=aws["dynamodb"], resources=partial)
+    assert [e.type for e in result.entries] == ["PostCreated", "PostEdited"]
+    assert result.stats["stores_not_in_stage"] == ["profiles"]
+    resources.publish(partial, aws["ssm"])
+    done = trace_cli(aws, "req-partial", "--format", "json", stage="partial")
+    assert done.exit_code == 0, done.output
+    assert [e["type"] for e in json.loads(done.stdout)["entries"]] == ["PostCreated", "PostEdited"]
+    assert "warning: the stage lists no event store for service profiles: not searched" in done.stderr
