@@ -3,13 +3,14 @@
 The first query syncs the cache with the bucket (new or changed objects only), converts each copy not
 converted before to Parquet once (DuckDB's JSON reader; counting its lines and its undecodable ones,
 and finding copies that are not gzip or are truncated: those are left out, named on stderr), then
-binds `events_raw`/`events` as views over the Parquet copies (eventstack.audit.relations) and runs
-the SQL. Undecodable lines are skipped, never silently: every
+binds `events_raw`/`events` as views over the Parquet copies (eventstack.audit.relations), `events`
+over a de-duplicated Parquet copy made once per change of the cache, and runs the SQL. Undecodable lines are skipped, never silently: every
 query says on stderr how many the objects it read hold.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -46,7 +47,10 @@ class DuckDBEngine:
             self.sync_stats = _sync(self.cache, self.s3, self.bucket, progress)
         self._convert(progress)
         readable = [o for o in self.cache.objects() if o.unreadable is None]
-        relations.bind_duckdb(self.con, [str(self.cache.columnar_path(o.key)) for o in readable])
+        columnar = [str(self.cache.columnar_path(o.key)) for o in readable]
+        relations.bind_duckdb(self.con, columnar)
+        if readable:
+            relations.bind_duckdb(self.con, columnar, self._events_copy(readable, progress))
         self._bound = True
         if progress:
             for o in self.cache.objects():
@@ -56,6 +60,29 @@ class DuckDBEngine:
             holding = sum(1 for o in readable if o.bad_lines)
             if bad:
                 progress(f"warning: {bad} archived line(s) in {holding} object(s) are not envelopes: skipped")
+
+    def _events_copy(self, readable: list[CachedObject], progress: ProgressFn | None) -> str:
+        """The Parquet copy of `events` for exactly these objects (by key and ETag): made when missing
+        or when the objects changed, the de-duplication then paid once instead of at every query."""
+        fingerprint = hashlib.sha256("\n".join(f"{o.key} {o.etag}" for o in readable).encode()).hexdigest()
+        target = self.cache.root / "events.parquet"
+        marker = self.cache.root / "events.parquet.objects"
+        if target.is_file() and marker.is_file() and marker.read_text() == fingerprint:
+            return str(target)
+        import duckdb
+
+        started = time.monotonic()
+        part = target.with_name(f"{target.name}.{os.getpid()}.part")  # two CLIs on one cache never share one
+        try:
+            self.con.execute(relations.events_copy_sql(str(part)))
+        except duckdb.Error as exc:
+            part.unlink(missing_ok=True)
+            raise EngineError(f"DuckDB: cannot de-duplicate the archive: {_first_line(exc)}") from None
+        os.replace(part, target)
+        marker.write_text(fingerprint)
+        if progress:
+            progress(f"de-duplicated {len(readable)} archive object(s) into events in {time.monotonic() - started:.1f} s")
+        return str(target)
 
     def _convert(self, progress: ProgressFn | None) -> None:
         """Copy every object not yet converted to Parquet (relations.columnar_sql), counting its lines and
@@ -76,7 +103,7 @@ class DuckDBEngine:
 
         target = self.cache.columnar_path(entry.key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        part = target.with_name(target.name + ".part")
+        part = target.with_name(f"{target.name}.{os.getpid()}.part")  # two CLIs on one cache never share one
         bad = " OR ".join(f"{name} IS NULL" for name in relations.IDENTIFYING)
         cursor = self.con.cursor()  # one per thread: DuckDB runs them in parallel
         try:

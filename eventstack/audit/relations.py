@@ -3,7 +3,9 @@
 DuckDB: the first time a cached object is read, DuckDB's JSON reader (read_json with explicit
 columns, gzip, hive partitioning from the path) copies it to a Parquet file beside it, with its
 `archive_key` and `archived_at` (the manifest's LastModified); `events_raw` is a temporary view over
-those copies (a query then reads columns, not gzip JSON: about ten times faster, bench/results/query.md).
+those copies (a query then reads columns, not gzip JSON). `events` is de-duplicated from them once
+per change of the cache and kept as one more Parquet file (`events_copy_sql`), so a query over
+`events` does not repeat the de-duplication (bench/results/query.md).
 Athena: CTEs injected into the user's query with sqlglot, over the Glue table AUDIT_TABLE, whose
 `archive_key` comes from the hidden `"$path"` column and `archived_at` from `"$file_modified_time"`.
 On both, `events` is eventstack/sql/events.sql (transpiled for Athena), written once.
@@ -58,9 +60,10 @@ def columnar_sql(source: str, key: str, archived_at: Any, target: str) -> str:
             f"TO {queries.literal(target)} (FORMAT parquet, COMPRESSION zstd)")
 
 
-def bind_duckdb(con: Any, columnar: list[str]) -> None:
+def bind_duckdb(con: Any, columnar: list[str], events_copy: str | None = None) -> None:
     """Create `events_raw` and `events` in DuckDB connection `con` over the Parquet copies `columnar`
-    (see `columnar_sql`). None: the same relations, empty."""
+    (see `columnar_sql`). None: the same relations, empty. `events_copy`: a Parquet file written by
+    `events_copy_sql` from these same copies, read as `events` instead of de-duplicating again."""
     if columnar:
         listed = "[" + ", ".join(queries.literal(path) for path in columnar) + "]"
         body = f"SELECT {', '.join(COLUMNS)} FROM read_parquet({listed}, hive_partitioning = false) WHERE {decoded()}"
@@ -69,7 +72,17 @@ def bind_duckdb(con: Any, columnar: list[str]) -> None:
                           for name in COLUMNS if name != "archived_at")
         body = f"SELECT {typed}, CAST(NULL AS TIMESTAMP) AS archived_at WHERE false"
     con.execute(f"CREATE OR REPLACE TEMP VIEW {AUDIT_TABLE} AS {body}")
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {AUDIT_VIEW} AS {queries.text(AUDIT_VIEW, 'duckdb')}")
+    events = queries.text(AUDIT_VIEW, "duckdb")
+    if events_copy:
+        events = f"SELECT {', '.join(COLUMNS)} FROM read_parquet({queries.literal(events_copy)}, hive_partitioning = false)"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {AUDIT_VIEW} AS {events}")
+
+
+def events_copy_sql(target: str) -> str:
+    """DuckDB: write `events` (as bound, from events.sql) to the Parquet file `target`, in stream order,
+    so a stream's rows sit together (its lookups skip the other row groups)."""
+    return (f"COPY (SELECT * FROM {AUDIT_VIEW} ORDER BY stream_id, version) TO {queries.literal(target)} "
+            "(FORMAT parquet, COMPRESSION zstd)")
 
 
 def athena_ctes(database: str, bucket: str) -> dict[str, str]:
