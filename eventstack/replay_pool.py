@@ -68,6 +68,8 @@ def run_local(replayer: Replayer, record: dict[str, Any], cuts: dict[str, dict[s
         return False
     todo = [item for item in plan.items
             if tables.get_state(dynamodb, table, done_key(item.index, item.count)) is None]
+    if len(todo) < len(plan.items):
+        r.progress.note(f"{len(plan.items) - len(todo)} of {len(plan.items)} file(s) already done")
     r.progress.phase("folding and writing", int(state["unique"]))
     results, errors = [], []
     for outcome in _fold(r, plan, todo):

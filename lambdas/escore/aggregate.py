@@ -49,8 +49,20 @@ class DomainEvent:
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> DomainEvent:
         # Keep only the fields this code knows: a field added later never breaks an old reader.
-        names = {f.name for f in dataclasses.fields(cast(Any, cls))}
+        names = _field_names(cls)  # (cached: replay decodes every event of the archive through here)
+        if names.issuperset(data):
+            return cls(**data)
         return cls(**{name: value for name, value in data.items() if name in names})
+
+
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
+
+
+def _field_names(cls: type) -> frozenset[str]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cast(Any, cls)))
+    return names
 
 
 class DomainError(Exception):

@@ -93,37 +93,47 @@ class TableFold:
         self.require_start = require_start
         self.origins = origins
         self.owned: dict[Key, OwnedItem] = {}
-        self.shared: dict[Key, Write] = {}
+        # A shared item's writes coalesce as `Write.then` would (SETs: the last; ADDs: summed), kept
+        # as two mutable maps rather than a new Write per event (`shared` makes the Writes).
+        self._shared_set: dict[Key, dict[str, Any]] = {}
+        self._shared_add: dict[Key, dict[str, int]] = {}
         self.recent: dict[Key, dict[str, list[tuple[str, str]]]] = {}  # key -> namespace -> heap of (position, tag)
         self.versions: dict[str, int] = {}
         self.states: dict[str, StreamState] = {}
         self.broken: set[str] = set()  # streams not folded past a failure or a gap
         self.stats = FoldStats()
 
+    @property
+    def shared(self) -> dict[Key, Write]:
+        """The shared items folded so far: one `count` Write each (its summed ADDs, its last SETs)."""
+        adds = self._shared_add
+        return {key: Write(key, "count", dict(sets), dict(adds[key])) for key, sets in self._shared_set.items()}
+
     def apply(self, events: Iterable[Envelope]) -> TableFold:
         decode, versions, states, stats = self.spec.decode, self.versions, self.states, self.stats
+        upcaster, broken, keep = self.upcaster, self.broken, self._keep
         for event in events:
             stream_id, version = event.stream_id, event.version
             last = versions.get(stream_id)
             if last is not None and version <= last:
                 stats.duplicates += 1
                 continue
-            if stream_id in self.broken:
+            if stream_id in broken:
                 stats.failed += 1
                 continue
             expected = (last + 1) if last is not None else (1 if self.require_start else version)
             if version != expected:
-                self.broken.add(stream_id)
+                broken.add(stream_id)
                 stats.gaps.append(f"{stream_id}: version {expected} missing (next is {version})")
                 continue
             try:
-                decoded = decode(event, self.upcaster)
+                decoded = decode(event, upcaster)
                 if decoded is None:
                     writes: list[Write] = []
                 else:
-                    states[stream_id], writes = decoded.apply(states.get(stream_id, {}))
-                    self._check(writes)
-                    self._keep(stream_id, version, writes, decoded.envelope)
+                    states[stream_id], writes = decoded.fold(states.get(stream_id, {}), decoded.event, decoded.envelope)
+                    if writes:
+                        keep(stream_id, version, writes, decoded.envelope)
             except Exception as exc:
                 self.broken.add(stream_id)
                 stats.failed += 1
@@ -161,17 +171,31 @@ class TableFold:
                 for namespace, heap in self.recent.get(key, {}).items()}
 
     def _keep(self, stream_id: str, version: int, writes: list[Write], event: Envelope) -> None:
-        owned, shared = self.owned, self.shared
+        owned, shared_set, shared_add = self.owned, self._shared_set, self._shared_add
         for write in writes:  # checked first: an event's writes are kept all or none
-            held = owned.get(write.key) if not write.shared else None
-            if held is not None and held.stream_id != stream_id:
-                raise ValueError(f"an owned item {write.key} is written by two streams ({held.stream_id}, "
-                                 f"{stream_id}): a projection writes a shared item with count")
+            if type(write) is not Write:
+                self._check([write])  # (raises)
+            key = write.key
+            if key[0].startswith("$"):
+                raise ValueError(f"projection key {key} is reserved")
+            if write.op != "count":
+                held = owned.get(key)
+                if held is not None and held.stream_id != stream_id:
+                    raise ValueError(f"an owned item {key} is written by two streams ({held.stream_id}, "
+                                     f"{stream_id}): a projection writes a shared item with count")
         origin = self.origins.get(event.event_id) if self.origins else None
         for write in writes:
-            if write.shared:
-                before = shared.get(write.key)
-                shared[write.key] = write if before is None else before.then(write)
+            if write.op == "count":
+                key = write.key
+                sets = shared_set.get(key)
+                if sets is None:
+                    shared_set[key], shared_add[key] = dict(write.set), dict(write.add)
+                else:
+                    if write.set:
+                        sets.update(write.set)
+                    adds = shared_add[key]
+                    for name, amount in write.add.items():
+                        adds[name] = adds.get(name, 0) + amount
                 if origin is not None:
                     namespace, position = origin
                     heap = self.recent.setdefault(write.key, {}).setdefault(namespace, [])
