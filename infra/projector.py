@@ -14,6 +14,7 @@ from eventstack.topology import Projection, Subscription
 from infra import mappings
 from infra.dead_letters import FailureQueue
 from infra.functions import FunctionSpec, ServiceFunction
+from infra.notifications import NotificationTopic
 from infra.stages import StageSettings
 from infra.tables import grant_projection_table, topology_table
 
@@ -50,6 +51,9 @@ class Projector(Construct):
         grant_projection_table(
             self.function, stage=stage, projection=projection, table=self.table, write=True
         )
+        # A projection whose effects notify publishes to a topic of its own (infra/notifications.py).
+        self.topic = (NotificationTopic(self, "Notifications", stage=stage, projection=projection, publisher=self.function)
+                      if projection.notifies else None)
         self.mappings: list[mappings.Mapping] = []
         for source in projection.sources:
             subscription = Subscription(owner, projection, source)

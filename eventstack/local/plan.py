@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from escore import naming
-from escore.settings import ApiSettings, ProjectionTable, ProjectorSettings, PublisherSettings
+from escore.settings import ApiSettings, NotifierSettings, ProjectionTable, ProjectorSettings, PublisherSettings
 from eventstack.topology import TOPOLOGY, MappingSettings, Table, Topology
 
 STAGE = naming.LOCAL_STAGE
@@ -150,6 +150,8 @@ def build_plan(topology: Topology = TOPOLOGY, archive_bucket: str = ARCHIVE_BUCK
                 {
                     **ProjectorSettings.environment(service.name, projection.folds),
                     **projection_env(projection.name, projection.table.logical_name),
+                    # Locally a projection's notifications are lines of the runtime's log (no SNS topic).
+                    **(NotifierSettings.environment(None) if projection.notifies else {}),
                     **powertools_env(service.name),
                 },
             )

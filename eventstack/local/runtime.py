@@ -57,6 +57,7 @@ from eventstack.local.sources import Activity, DynamoDBStreamSource, KinesisSour
 from eventstack.local.workers import ApiWorkerPool, describe_exit
 
 log = logging.getLogger("eventstack.local")
+NOTIFICATIONS_LOG = "eventstack.notifications"  # the logger of notifications.notifier.LogNotifier
 
 __all__ = ["EXIT_EMULATION_DIED", "LocalConfig", "LocalRuntime", "PortInUse", "describe_exit"]
 
@@ -86,6 +87,10 @@ class LocalRuntime:
         this process; a `package.module:attribute` string is imported where the function runs (an API
         function's worker processes too)."""
         self.config = config or LocalConfig()
+        # A projection's notifications (NOTIFIER=log locally) are lines of this log, shown at INFO even
+        # when the runtime is otherwise quiet (docs/notifications.md).
+        logging.getLogger(NOTIFICATIONS_LOG).setLevel(
+            logging.INFO if self.config.log_level.upper() != "ERROR" else logging.ERROR)
         # Building the plan imports the API modules (their routes), and with them Powertools' Logger,
         # which takes its level from the environment then: the runtime's, not the caller's.
         previous = apply_process_environment(powertools_environment(self.config.log_level))

@@ -28,6 +28,13 @@ batch are coalesced first (`Write.then`): a hundred posts of one author are one 
 The engine folds each event with its projection's folds (escore.projection) from an empty state:
 events carry what their folds need (e.g. `PostDeleted` its author). Each item's request is built
 by escore.item_writes; the Kinesis adapter is escore.projector_lambda.
+
+**Effects** (a projector made with `effects`, e.g. a notification): after the batch's writes, the
+writes this call applied for the first time (`Applied`) of events that are not replayed are handed
+to `effects`, once. The write is the marker: a re-delivery finds it applied (a duplicate) and hands
+nothing, so an effect runs at most once per write (a crash between the write and the effect loses
+it, never repeats it). Only then do the requests also return the old item (`ReturnValues`, no
+extra capacity), which says whether the write created its item; without effects nothing changes.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from escore.attributes import to_attr
 from escore.envelope import Envelope
 from escore.item_writes import item_key, owned_request, shared_request
 from escore.upcasting import SchemaTooNew, UpcasterRegistry
-from escore.writes import RECENT_PREFIX, VERSION_ATTRIBUTE, WATERMARK_PREFIX, Key, Write
+from escore.writes import DELETED_ATTRIBUTE, RECENT_PREFIX, VERSION_ATTRIBUTE, WATERMARK_PREFIX, Key, Write
 
 if TYPE_CHECKING:
     from escore.projection import ProjectionSpec
@@ -101,6 +108,21 @@ class ApplyResult:
     failed: list[Failure] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A write this call applied for the first time, with the (live) event that carried it.
+
+    `created`: the item did not exist for readers before (absent, or a tombstone): the first event
+    of a coalesced run that created it; False for the rest of the run and for an item that existed."""
+
+    event: Envelope
+    write: Write
+    created: bool
+
+
+Effects = Callable[[Sequence[Applied]], None]
+
+
 # --- the engine ---------------------------------------------------------------------------
 
 
@@ -114,6 +136,7 @@ class _Item:
     entries: list[tuple[Delivery, Write]] = field(default_factory=list)
     written: list[tuple[Delivery, Write]] = field(default_factory=list)  # what this call's write carried
     tags: tuple[str, ...] = ()  # a shared item's recent events as this call left them
+    created: bool = False  # this call's write created the item (known only when effects ask)
 
     def order(self, delivery: Delivery) -> Any:
         return delivery.position if self.shared else delivery.event.version
@@ -132,6 +155,7 @@ class Projector:
         max_attempts: int = WRITE_ATTEMPTS,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        effects: Effects | None = None,
     ) -> None:
         self.spec = spec
         # A callable resolves the active table (escore.tables.TableResolver) once per `apply`.
@@ -142,6 +166,7 @@ class Projector:
         self._max_attempts = max_attempts
         self._sleep = sleep
         self._clock = clock
+        self._effects = effects
         # (shared item, namespace) -> the recent events this process last wrote to it (escore.writes)
         self._recent: OrderedDict[tuple[Key, str], tuple[str, ...]] = OrderedDict()
 
@@ -208,7 +233,22 @@ class Projector:
                 result.duplicates += 1
             else:
                 result.applied += 1
+        if self._effects is not None:
+            self._run_effects([*items, *shared])
         return result
+
+    def _run_effects(self, items: Sequence[_Item]) -> None:
+        """Hand the writes this call applied (of live events) to the effects; never raise."""
+        from escore.projection import is_replayed  # it imports this module
+
+        applied = [Applied(d.event, w, item.created and n == 0) for item in items
+                   for n, (d, w) in enumerate(item.written) if not is_replayed(d.event)]
+        if not applied:
+            return
+        try:
+            self._effects(applied)  # type: ignore[misc]
+        except Exception as exc:  # at most once: the writes are the marker, no retry re-runs them
+            log.error("projection %s: effects of %d writes failed: %r", self.spec.name, len(applied), exc)
 
     # planning -------------------------------------------------------------------------------
 
@@ -268,7 +308,7 @@ class Projector:
             if not pending:
                 break
             try:
-                old, written = self._request(item, pending, recent)
+                old, written, written_new = self._request(item, pending, recent)
             except Exception as exc:
                 code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
                 if code in _RETRYABLE_CODES and attempt < self._max_attempts:
@@ -281,6 +321,7 @@ class Projector:
             if old is None:  # written
                 done.extend(pending)
                 item.written = list(pending)
+                item.created = written_new
                 if item.shared:
                     item.tags = written
                     self._remember(slot, written)
@@ -363,9 +404,9 @@ class Projector:
             outcome.setdefault(delivery.event.event_id, set()).add("duplicate" if write is _DUPLICATE else "applied")
 
     def _request(self, item: _Item, entries: list[tuple[Delivery, Write]], recent: tuple[str, ...] | None
-                 ) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
+                 ) -> tuple[dict[str, Any] | None, tuple[str, ...], bool]:
         """One conditional request for `entries` (coalesced): (None, the shared item's new recent
-        events) if written, else (the old item, ())."""
+        events, whether it created the item: asked only with effects) if written, else (the old item, (), False)."""
         merged = entries[0][1]
         for _, write in entries[1:]:
             merged = merged.then(write)
@@ -383,15 +424,18 @@ class Projector:
                                           now=self._clock())
             method = getattr(self._client, name)
         request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        if self._effects is not None:
+            request["ReturnValues"] = "ALL_OLD"
         try:
-            method(**request)
+            response = method(**request)
         except Exception as exc:
             response = getattr(exc, "response", None)
             if isinstance(response, dict) and response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 old: dict[str, Any] = response.get("Item") or {}
-                return old, ()
+                return old, (), False
             raise
-        return None, written
+        before = (response or {}).get("Attributes") if self._effects is not None else None
+        return None, written, not before or DELETED_ATTRIBUTE in before
 
 
 _DUPLICATE = Write(("", ""), "update")  # marks an entry found already applied

@@ -29,6 +29,8 @@ ENV_EVENT_STORE_TABLE = "EVENT_STORE_TABLE"
 ENV_STREAM_NAME = "EVENT_STREAM_NAME"
 ENV_SNAPSHOT_EVERY = "SNAPSHOT_EVERY"
 ENV_PROJECTION_MODULE = "PROJECTION_MODULE"
+ENV_NOTIFIER = "NOTIFIER"  # a projection's effects: "sns" (AWS) or "log" (the local runtime's log)
+ENV_NOTIFICATION_TOPIC_ARN = "NOTIFICATION_TOPIC_ARN"  # the SNS topic an "sns" notifier publishes to
 
 # Every projector runs this one handler, on the folds of the module its environment names.
 PROJECTOR_HANDLER = "escore.projector_lambda.handler"
@@ -106,6 +108,11 @@ def api(service: str) -> str:
 
 def alarm_topic() -> str:
     return "alarms"
+
+
+def notification_topic(projection: str) -> str:
+    """The SNS topic a projection's effects publish to, e.g. user_notifications-notifications."""
+    return f"{projection}-notifications"
 
 
 # Physical names on AWS.

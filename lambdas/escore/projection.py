@@ -9,19 +9,22 @@ state: events carry what their folds need (e.g. `PostDeleted` its author). `InMe
 (escore.memory_projection) and replay's fold (escore.rebuild) keep per-stream state, so events
 written before they carried those facts fold too.
 
-Replay feeds old events again, flagged in their metadata (`mark_replayed`): a fold with side
-effects (a notification, say) asks `is_replayed` and skips them.
+Replay feeds old events again, flagged in their metadata (`mark_replayed`): a side effect (a
+notification, say) must skip them. Folds stay pure; a projection with a side effect declares
+`effects`, a factory the projector handler calls once at cold start (its environment, its active
+table, its DynamoDB client) for the function the engine runs after each batch's writes, on the
+writes applied there for the first time, replayed events left out (escore.engine.Applied).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from escore.aggregate import DomainEvent
 from escore.contract import registry_of_events
-from escore.engine import position_of
+from escore.engine import Applied, position_of
 from escore.envelope import Envelope
 from escore.memory_projection import InMemoryProjection
 from escore.readmodel import from_item, read_count
@@ -32,12 +35,14 @@ from escore.writes import Write, count, delete, put, update
 # constructors (the projectors), from_item and read_count (the read models), position_of
 # (eventstack/dlq.py), InMemoryProjection (bench/replay.py).
 __all__ = [
-    "REPLAYED", "Decoded", "Fold", "InMemoryProjection", "ProjectionSpec", "StreamState", "Write", "count", "delete",
+    "REPLAYED", "Applied", "Decoded", "EffectsFactory", "Fold", "InMemoryProjection", "ProjectionSpec", "StreamState", "Write", "count", "delete",
     "from_item", "is_replayed", "mark_replayed", "position_of", "put", "read_count", "update",
 ]
 
 StreamState = dict[str, Any]
 Fold = Callable[[StreamState, Any, Envelope], tuple[StreamState, list[Write]]]  # (state, event, envelope)
+# (environment, the active table's name now, DynamoDB client) -> what runs on a batch's first-applied writes
+EffectsFactory = Callable[[Mapping[str, str], Callable[[], str], Any], Callable[[Sequence[Applied]], None]]
 
 REPLAYED = "replayed"  # the metadata flag of an event fed by replay
 
@@ -63,6 +68,7 @@ class ProjectionSpec:
 
     name: str
     folds: Mapping[type[DomainEvent], Fold]
+    effects: EffectsFactory | None = field(default=None, compare=False)
     by_type: Mapping[str, tuple[type[DomainEvent], Fold]] = field(init=False, repr=False, compare=False)
     registry: UpcasterRegistry = field(init=False, repr=False, compare=False)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from escore.control import GATE_CACHE_SECONDS, GATE_WAIT_SECONDS, Gate
@@ -156,9 +156,17 @@ def build_projector(
     if gate is None:
         gate = bool(env.get(table_parameter_env(spec.name)))
     if not gate:
-        return kinesis_handler(Projector(spec, resolver, dynamodb), logger)
+        return kinesis_handler(_projector(spec, env, resolver, dynamodb), logger)
     checked = Gate(dynamodb, resolver, cache_seconds=gate_cache_seconds, wait_seconds=gate_wait_seconds)
-    return kinesis_handler(Projector(spec, checked.table, dynamodb), logger, gate=checked)
+    return kinesis_handler(_projector(spec, env, checked.table, dynamodb), logger, gate=checked)
+
+
+def _projector(spec: ProjectionSpec, env: Mapping[str, str], table: Callable[[], str], dynamodb: Any) -> Projector:
+    """The engine on `table`, with the projection's effects (if any) built on the table it writes."""
+    made: list[Projector] = []
+    effects = spec.effects(env, lambda: made[0].table_name, dynamodb) if spec.effects is not None else None
+    made.append(Projector(spec, table, dynamodb, effects=effects))
+    return made[0]
 
 
 def load_projection(module_name: str) -> ProjectionSpec:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any, Literal, Self
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -119,6 +119,26 @@ class ProjectorSettings(_Settings):
     @staticmethod
     def environment(service: str, projection_module: str = "") -> dict[str, str]:
         return {**ServiceSettings.environment(service), naming.ENV_PROJECTION_MODULE: projection_module}
+
+
+class NotifierSettings(_Settings):
+    """Where a projection's effects send notifications: SNS (the topic's ARN), or the log (local)."""
+
+    notifier: Literal["sns", "log"] = Field(default="sns", validation_alias=naming.ENV_NOTIFIER)
+    topic_arn: str | None = Field(default=None, min_length=1, validation_alias=naming.ENV_NOTIFICATION_TOPIC_ARN)
+
+    @model_validator(mode="after")
+    def _topic_for_sns(self) -> Self:
+        if self.notifier == "sns" and not self.topic_arn:
+            raise ValueError(f"{naming.ENV_NOTIFICATION_TOPIC_ARN} is required when {naming.ENV_NOTIFIER} is sns")
+        return self
+
+    @staticmethod
+    def environment(topic_arn: str | None) -> dict[str, str]:
+        """SNS on `topic_arn`; None: the log (the local runtime)."""
+        if topic_arn is None:
+            return {naming.ENV_NOTIFIER: "log"}
+        return {naming.ENV_NOTIFIER: "sns", naming.ENV_NOTIFICATION_TOPIC_ARN: topic_arn}
 
 
 class ProjectionTable(_Settings):

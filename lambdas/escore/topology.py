@@ -56,6 +56,13 @@ class Projection:
     folds: str  # the module of its folds, holding `PROJECTION = ProjectionSpec(...)`, e.g. "likes.folds"
     sources: tuple[str, ...]  # services whose Kinesis streams feed it
     mapping: MappingSettings = PROJECTOR_MAPPING
+    # Its effects publish notifications (an SNS topic on AWS, the log locally): escore.projection's `effects`.
+    notifies: bool = False
+
+    @property
+    def topic(self) -> str | None:
+        """The logical name of the SNS topic its effects publish to, when it `notifies`."""
+        return naming.notification_topic(self.name) if self.notifies else None
 
     @property
     def table(self) -> Table:

@@ -1,0 +1,1 @@
+"""The read models the notifications service owns: `user_notifications` (folds and effects)."""
