@@ -157,12 +157,23 @@ def _replay_acks(machine: ReplayMachine) -> dict[str, str]:
         "CDK's Distributed Map grant: the machine describes and stops its own child executions, whose "
         "names Step Functions generates under this state machine's (and its Map Run's) execution ARN."
     )
+    states = "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>"
+    name = machine.state_machine_name
+    operator_reason = (
+        "The replay operator watches the executions it starts of this one state machine, their Map Runs and "
+        "their child executions, whose names Step Functions generates under the machine's name: describe and "
+        "list only, no start or stop of anything but this machine."
+    )
     return {
         **STATE_MACHINE_ACKS,
         f"AwsSolutions::AwsSolutions-IAM5[Resource::<{plans}.Arn>/{PLANS_PREFIX}*]": (
-            "The worker reads the plan files Athena UNLOAD wrote (their names Athena generates) under the "
-            "replay-plans/ prefix of the audit results bucket: GetObject only, nothing else in the bucket."
+            "The plan files Athena UNLOAD writes (their names Athena generates) under the replay-plans/ prefix "
+            "of the audit results bucket: the worker reads them (GetObject only), the replay operator writes "
+            "them through UNLOAD and writes the manifest; nothing else in the bucket."
         ),
+        f"AwsSolutions::AwsSolutions-IAM5[Resource::{states}:execution:{name}:*]": operator_reason,
+        f"AwsSolutions::AwsSolutions-IAM5[Resource::{states}:execution:{name}/*]": operator_reason,
+        f"AwsSolutions::AwsSolutions-IAM5[Resource::{states}:mapRun:{name}/*]": operator_reason,
         f"AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::<{plans}>/*]": (
             "CDK's Distributed Map grants: the ItemReader reads each run's manifest.json and the ResultWriter "
             "writes each run's results, both under keys given per execution; CDK grants s3:GetObject and "

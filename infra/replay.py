@@ -31,12 +31,14 @@ The machine has one state, a Distributed Map:
   adds up into the replay's summary; ResultPath DISCARD keeps the state's output small.
 
 The worker reads the plan prefix only and writes the projection tables only (the deployed table of
-every projection and every replay generation `<table>-g*`), nothing else.
+every projection and every replay generation `<table>-g*`), nothing else. The managed policy
+`eventstack-<stage>-replay-operator` is what the CLI's principal needs beside the audit reader's: the
+plan prefix (UNLOAD writes with the caller's credentials), starting and watching this machine.
 """
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -145,6 +147,55 @@ class ReplayMachine(Construct):
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
             removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.operator_policy = self._operator_policy(stack, stage, plans)
+
+    def _operator_policy(self, stack: Stack, stage: StageSettings, plans: s3.IBucket) -> iam.ManagedPolicy:
+        """What `replay --engine aws` needs beyond the audit reader's policy (attach both, and what
+        docs/replay.md "Against AWS" lists for the rest of a replay): the plan prefix, this machine."""
+        name = self.state_machine_name
+
+        def states(resource: str, resource_name: str) -> str:
+            return stack.format_arn(
+                service="states", resource=resource, resource_name=resource_name, arn_format=ArnFormat.COLON_RESOURCE_NAME
+            )
+
+        return iam.ManagedPolicy(
+            self,
+            "OperatorPolicy",
+            managed_policy_name=core_naming.physical(stage.name, "replay-operator"),
+            description=(
+                f"replay --engine aws in {stage.name}: write and read the replay plans, run and watch the replay "
+                "state machine (with the audit reader policy for the Athena side)"
+            ),
+            statements=[
+                iam.PolicyStatement(
+                    sid="ListThePlans",
+                    actions=["s3:ListBucket"],
+                    resources=[plans.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [f"{PLANS_PREFIX}*"]}},
+                ),
+                iam.PolicyStatement(
+                    sid="WriteAndReadThePlans",  # UNLOAD writes with the caller's credentials; the CLI writes the manifest
+                    actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+                    resources=[plans.arn_for_objects(f"{PLANS_PREFIX}*")],
+                ),
+                iam.PolicyStatement(
+                    sid="StartTheReplayMachine",
+                    actions=["states:StartExecution"],
+                    resources=[self.state_machine.state_machine_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="WatchItsExecutions",
+                    actions=["states:DescribeExecution", "states:ListMapRuns"],
+                    resources=[states("execution", f"{name}:*"), states("execution", f"{name}/*")],
+                ),
+                iam.PolicyStatement(
+                    sid="WatchItsMapRuns",
+                    actions=["states:DescribeMapRun", "states:ListExecutions"],
+                    resources=[states("mapRun", f"{name}/*"), self.state_machine.state_machine_arn],
+                ),
+            ],
         )
 
     def _grant_worker(self, stack: Stack, stage: StageSettings, topology: Topology, plans: s3.IBucket) -> None:

@@ -158,8 +158,8 @@ def test_results_bucket_is_private_encrypted_tls_only_logged_and_expires(each: S
 
 
 def _reader_statements(synth: Synth) -> dict[str, dict[str, Any]]:
-    _, policy = _one(synth, "AWS::IAM::ManagedPolicy")
-    assert policy["Properties"]["ManagedPolicyName"] == f"eventstack-{synth.stage}-audit-reader"
+    (policy,) = [p for p in synth.resources("AWS::IAM::ManagedPolicy", "shared").values()
+                 if p["Properties"]["ManagedPolicyName"] == f"eventstack-{synth.stage}-audit-reader"]
     return {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
 
 

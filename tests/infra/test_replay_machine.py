@@ -222,3 +222,22 @@ def test_state_machine_invokes_the_worker_and_reads_the_results_bucket_only(each
     # the Distributed Map's own grants: start, describe and stop its child executions
     states = {a for s in statements for a in _actions(s) if a.startswith("states:")}
     assert {"states:StartExecution", "states:DescribeExecution", "states:StopExecution"} <= states
+
+
+def test_operator_policy_is_the_plan_prefix_and_this_machine_only(each: Synth) -> None:
+    (policy,) = [p for p in _shared(each).values() if p["Type"] == "AWS::IAM::ManagedPolicy"
+                 and p["Properties"]["ManagedPolicyName"] == f"eventstack-{each.stage}-replay-operator"]
+    statements = {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+    results, machine = _results_id(each), _id_of(each, "AWS::StepFunctions::StateMachine")
+    assert statements["ListThePlans"]["Condition"] == {"StringLike": {"s3:prefix": ["replay-plans/*"]}}
+    plans = statements["WriteAndReadThePlans"]
+    assert plans["Resource"] == {"Fn::Join": ["", [{"Fn::GetAtt": [results, "Arn"]}, "/replay-plans/*"]]}
+    assert "s3:DeleteObject" not in _actions(plans)
+    assert statements["StartTheReplayMachine"]["Resource"] == {"Ref": machine}
+    assert _actions(statements["StartTheReplayMachine"]) == ["states:StartExecution"]
+    name = f"eventstack-{each.stage}-replay"
+    watched = [json.dumps(r) for sid in ("WatchItsExecutions", "WatchItsMapRuns") for r in _resources(statements[sid])]
+    assert all(name in w or machine in w for w in watched), watched
+    actions = {a for s in statements.values() for a in _actions(s)}
+    assert {a.split(":")[0] for a in actions} == {"s3", "states"}
+    assert not {"states:StopExecution", "states:DeleteStateMachine", "states:UpdateStateMachine"} & actions
