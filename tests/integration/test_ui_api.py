@@ -16,6 +16,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from eventstack.local.runtime import LocalConfig, LocalRuntime
+from eventstack.topology import TOPOLOGY
 
 pytestmark = pytest.mark.integration
 
@@ -172,7 +173,7 @@ def test_the_overview_lists_every_service_with_its_names_and_latest_events(runti
     status, body, _ = get_json(runtime, "/_local/ui/api/overview")
     assert status == 200
     services = {s["name"]: s for s in body["services"]}
-    assert set(services) == {"posts", "profiles"}
+    assert list(services) == [s.name for s in TOPOLOGY.services]  # every service, in the topology's order
     names = runtime.status()
     for name, service in services.items():
         assert service["event_store"] == names["tables"][f"{name}_events"]
@@ -191,8 +192,8 @@ def test_the_overview_lists_every_service_with_its_names_and_latest_events(runti
 
     status, limited, _ = get_json(runtime, "/_local/ui/api/overview?limit=1")
     assert status == 200
-    assert {s["name"]: len(s["latest"]) for s in limited["services"]} == {"posts": 1, "profiles": 1}
-    assert {s["name"]: s["events"] for s in limited["services"]} == {"posts": 3, "profiles": 1}
+    counts = {s["name"]: (len(s["latest"]), s["events"]) for s in limited["services"]}
+    assert counts["posts"] == (1, 3) and counts["profiles"] == (1, 1)
 
 
 def test_the_archive_lists_the_buckets_objects(runtime: LocalRuntime, traffic: dict[str, Any]) -> None:
@@ -209,7 +210,7 @@ def test_the_archive_lists_the_buckets_objects(runtime: LocalRuntime, traffic: d
         hour = obj["hour"]  # e.g. 2026-12-01T21:00Z, the key's delivery hour
         assert f"/year={hour[:4]}/month={hour[5:7]}/day={hour[8:10]}/hour={hour[11:13]}/" in obj["key"]
         assert obj["last_modified"].endswith("Z") and obj["kind"] == "events"
-    assert {o["service"] for o in body["objects"]} == {"posts", "profiles"}
+    assert {o["service"] for o in body["objects"]} >= {"posts", "profiles"}
     assert [o["last_modified"] for o in body["objects"]] == sorted((o["last_modified"] for o in body["objects"]),
                                                                    reverse=True)
 
@@ -220,14 +221,15 @@ def test_the_trace_is_every_event_of_the_request_across_services_in_order(runtim
     status, body, _ = get_json(runtime, "/_local/ui/api/trace/" + quote(correlation, safe=""))
     assert status == 200, body
     assert body["correlation_id"] == correlation
-    entries = body["entries"]
+    # the request's own events (a service that reacts to them may add events of its own)
+    entries = [e for e in body["entries"] if e["service"] in ("posts", "profiles")]
     assert [(e["service"], e["type"], e["version"]) for e in entries] == [
         ("profiles", "UserRegistered", 1), ("posts", "PostCreated", 1), ("posts", "PostEdited", 2)]
     assert [e["occurred_at"] for e in entries] == sorted(e["occurred_at"] for e in entries)
     assert body["archive_searched"] is True and body["archive_error"] is None
     assert all(e["source"] == "both" and e["archived_at"] for e in entries)  # drained: archived and stored
     assert entries[1]["data"]["text"] == "hello #ui" and entries[2]["data"]["text"] == "hello again #ui"
-    assert body["stats"]["both"] == 3
+    assert body["stats"]["both"] >= 3
 
     status, unknown, _ = get_json(runtime, "/_local/ui/api/trace/no-such-request")
     assert status == 200 and unknown["entries"] == []
