@@ -42,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from escore.observability import count
 from escore.replay_file import PlanItem, fold_plan_file, s3_opener
 from escore.runtime import Handler, aws_client, lazy
 
@@ -54,7 +55,11 @@ def build(env: Mapping[str, str], *, s3: Any = None, dynamodb: Any = None) -> Ha
 
     def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
         item = PlanItem.model_validate(event)
-        return fold_plan_file(item, dynamodb, s3_opener(s3, item.bucket)).as_dict()
+        result = fold_plan_file(item, dynamodb, s3_opener(s3, item.bucket))
+        count("ReplayEventsFolded", result.events)
+        count("ReplayItemsWritten", result.written)
+        count("ReplayFilesWithProblems", int(result.status == "problems"))
+        return result.as_dict()
 
     return handle
 
