@@ -158,7 +158,8 @@ def markdown(result: dict[str, Any]) -> str:
         "Queries read Parquet copies the engine makes once per object (events_raw) and once per change of the "
         "cache (events, de-duplicated, in stream order). The last column is the design this replaced (commit "
         "777bc3e: read_json over the gzip objects and the window of events.sql at every query), measured the same "
-        "way on the same machine under similar load.\n"
+        "way on the same machine (bench.replay's generator has changed since: that archive was 1,050,024 lines, "
+        "95.0 MB).\n"
     )
 
 
