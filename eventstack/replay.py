@@ -10,7 +10,13 @@
    `into="new"`: a fresh table `<base>-g<UTC timestamp>`. `into="in-place"`: the active table gets
    the `rebuild` control item (escore.control: the live projector writes nothing into it), replay
    waits longer than the gate's cache, then empties it (the control item excepted).
-2. Fold (each worker, `shard=(i, n)`: the streams of the i-th of n hash ranges). The stream's
+2. Fold, on the record's engine (`ReplayOptions.engine`). "local" (the default): a DuckDB plan of
+   the window's events, de-duplicated, bucketed by stream into `files` files, each sorted, then a
+   pool of `workers` processes folds each file (eventstack.replay_plan, eventstack.replay_pool,
+   escore.replay_file: as described below, in the namespace `replay:<k>/<N>` of the file's bucket,
+   a done marker per file). "aws": the same plan on Athena, the files folded by a Step Functions
+   Distributed Map of replay-worker Lambdas (eventstack.replay_aws). "scan" (`--shard`, each
+   worker `shard=(i, n)`: the streams of the i-th of n hash ranges): the stream's
    records of the worker's streams from TRIM_HORIZON up to each shard's cut, then the archive,
    partition by partition, each stream's archived events followed by those of its stream records
    not in the archive, folded with per-stream state by `escore.rebuild.TableFold` (so events written

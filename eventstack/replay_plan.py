@@ -57,17 +57,20 @@ MANIFEST = "manifest.json"
 STREAM_FILE = "stream-records.gz"
 ORIGINS_FILE = "origins.gz"
 _DELIMITER = "\x01"
-# Folded per second by one worker (bench/results/replay.json, fold_1_worker) and what one Lambda
-# invocation may take: a bucket should be folded well within the 15 minutes, writes included.
-FOLD_EVENTS_PER_SECOND = 200_000
-LAMBDA_FOLD_SECONDS = 300
-GZ_BYTES_PER_EVENT = 90  # the bench archive's 95 MB for 1.05 M lines
+# Sizing a file so that one Lambda (15 minutes) folds and writes it with room to spare:
+FOLD_EVENTS_PER_SECOND = 70_000  # one worker's fold alone, bench/results/replay.json (user_profiles)
+ITEM_WRITES_PER_SECOND = 400  # 4 concurrent conditional writes of about 10 ms each (assumed DynamoDB latency)
+ITEMS_PER_EVENT = 0.4  # the bench archive: 400,000 items of user_profiles and user_timeline for 1M events
+LAMBDA_BUDGET_SECONDS = 600  # of the 900 s limit
+GZ_BYTES_PER_EVENT = 106  # the bench archive: 111 MB of gzip for 1.05 M lines
+EVENTS_PER_FILE = int(LAMBDA_BUDGET_SECONDS / (1 / FOLD_EVENTS_PER_SECOND + ITEMS_PER_EVENT / ITEM_WRITES_PER_SECOND))
 
 
 def default_files(compressed_bytes: int, workers: int) -> int:
-    """The bucket count: at least `workers`, and enough that one bucket folds in LAMBDA_FOLD_SECONDS."""
+    """The bucket count: at least `workers`, and enough that one file (EVENTS_PER_FILE, about 590,000
+    events) is folded and written within LAMBDA_BUDGET_SECONDS."""
     events = compressed_bytes / GZ_BYTES_PER_EVENT
-    return max(1, workers, math.ceil(events / (FOLD_EVENTS_PER_SECOND * LAMBDA_FOLD_SECONDS)))
+    return max(1, workers, math.ceil(events / EVENTS_PER_FILE))
 
 
 @dataclass
