@@ -393,10 +393,6 @@ class Replayer:
             raise ReplayError(f"no replay of {self.projection.name} in progress")
         dynamodb, table = self.clients.dynamodb, record["table"]
         if record["into"] == "new" and table != self.active_table():
-            if record.get("files"):
-                from eventstack.replay_plan import delete_plan
-
-                delete_plan(self, record)
             tables.delete_table(dynamodb, table)
             self.progress.note(f"deleted the half-built table {table}")
         elif tables.table_exists(dynamodb, table):
@@ -410,12 +406,9 @@ class Replayer:
         keys = [tables.done_key((i, int(record["shards"]))) for i in range(int(record["shards"]))]
         if record.get("files"):
             from escore.replay_file import done_key as file_done_key
-            from eventstack.replay_plan import delete_plan
-            from eventstack.replay_pool import PLAN_STATE
 
             count = int(record["files"])
-            keys += [file_done_key(k, count) for k in range(count)] + [PLAN_STATE]
-            delete_plan(self, record)
+            keys += [file_done_key(k, count) for k in range(count)]
         tables.delete_items(self.clients.dynamodb, record["table"], [*keys, tables.CUTS, tables.CLAIM])
 
     def _shards_left(self, record: dict[str, Any]) -> int:

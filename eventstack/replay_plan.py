@@ -13,9 +13,11 @@
    eventstack/sql/replay_plan.sql over it (the query the AWS engine runs on Athena), COPYing each
    bucket to gzip files `bucket=<k>/data_0.csv.gz` (one column, no quoting: the lines exactly as
    archived); replay_plan_check.sql names the lines that are not envelopes.
-3. The files and `manifest.json` (escore.replay_file.PlanItem per bucket) go to the archive bucket under
-   `escore.naming.replay_plan_prefix(projection, run)`, so a resumed run, another process or a
-   Lambda reads the same plan; the local files stay for this process's workers.
+3. The files and `manifest.json` (escore.replay_file.PlanItem per bucket, keys named as under
+   `escore.naming.replay_plan_prefix(projection, run)`) stay in the temporary directory, read by this
+   process's workers, and are removed when the fold ends. Not uploaded: the archive bucket is
+   Object-Locked (every plan file would be kept for the lock period), and a resumed run plans again
+   from the same objects and cuts, which gives the same files (the done markers skip finished ones).
 
 An object DuckDB cannot read (not gzip, truncated) fails the query; the objects are then checked
 one by one, each bad one named (`summary.problems`, which blocks the switch), the lines it gave
@@ -97,24 +99,10 @@ def _stamp(started_at: str) -> str:
     return "".join(ch for ch in started_at if ch.isdigit())[:14]
 
 
-def load_plan(replayer: Replayer, record: dict[str, Any]) -> Plan | None:
-    """The plan a previous run of this replay wrote (its manifest), or None."""
-    prefix = plan_prefix(record)
-    s3 = replayer.clients.s3
-    try:
-        body = s3.get_object(Bucket=replayer.resources.archive_bucket, Key=prefix + MANIFEST)["Body"].read()
-    except s3.exceptions.NoSuchKey:
-        return None
-    return Plan([PlanItem.model_validate(raw) for raw in orjson.loads(body)], prefix)
-
-
-def delete_plan(replayer: Replayer, record: dict[str, Any]) -> None:
-    """Remove the plan's objects (the replay is over)."""
-    s3, bucket = replayer.clients.s3, replayer.resources.archive_bucket
-    keys = [obj["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=plan_prefix(record))
-            for obj in page.get("Contents", [])]
-    for start in range(0, len(keys), 1000):
-        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
+def remove(plan: Plan) -> None:
+    """Delete the plan's local files."""
+    if plan.local_dir is not None:
+        shutil.rmtree(plan.local_dir.parent, ignore_errors=True)
 
 
 def objects_of(replayer: Replayer, record: dict[str, Any]) -> list[ArchiveObject]:
@@ -132,7 +120,7 @@ def objects_of(replayer: Replayer, record: dict[str, Any]) -> list[ArchiveObject
 
 def build_plan(replayer: Replayer, record: dict[str, Any], cuts: dict[str, dict[str, str]], files: int,
                work_dir: Path | None = None) -> Plan:
-    """Make the plan (see the module's docstring): local files, uploaded with their manifest."""
+    """Make the plan (see the module's docstring): local files and their manifest."""
     r, prefix = replayer, plan_prefix(record)
     root = Path(tempfile.mkdtemp(prefix="eventstack-plan-", dir=work_dir))
     plan = Plan([], prefix, local_dir=root / "plan")
@@ -157,24 +145,15 @@ def build_plan(replayer: Replayer, record: dict[str, Any], cuts: dict[str, dict[
     shutil.rmtree(archive_dir, ignore_errors=True)
     plan.seconds["plan"] = time.perf_counter() - timer
 
-    timer = time.perf_counter()
     origins_key = prefix + ORIGINS_FILE if files == 1 and records else None
-    uploads: list[tuple[Path, str]] = [(origins_file, origins_key)] if origins_key else []
     keys: dict[int, list[str]] = {}
     for path in sorted(plan.local_dir.glob("bucket=*/*")):
-        index = int(path.parent.name.partition("=")[2])
-        key = f"{prefix}{path.parent.name}/{path.name}"
-        keys.setdefault(index, []).append(key)
-        uploads.append((path, key))
-    _upload(r, uploads)
+        keys.setdefault(int(path.parent.name.partition("=")[2]), []).append(f"{prefix}{path.parent.name}/{path.name}")
     plan.items = [PlanItem(projection=r.projection.name, folds=r.projection.folds, stage=r.resources.stage,
                            table=record["table"], bucket=r.resources.archive_bucket, keys=keys.get(k, []),
                            index=k, count=files, cuts=cuts, require_start=record["since"] is None,
                            origins=origins_key) for k in range(files)]
-    manifest = orjson.dumps([item.model_dump() for item in plan.items])
-    r.clients.s3.put_object(Bucket=r.resources.archive_bucket, Key=prefix + MANIFEST, Body=manifest)
-    plan.seconds["upload"] = time.perf_counter() - timer
-    (root / MANIFEST).write_bytes(manifest)
+    (root / MANIFEST).write_bytes(orjson.dumps([item.model_dump() for item in plan.items]))
     return plan
 
 
@@ -274,17 +253,6 @@ def _download(r: Replayer, objects: list[ArchiveObject], into: Path) -> list[Pat
 
     with ThreadPoolExecutor(max_workers=max(1, r.options.read_workers), thread_name_prefix="plan-get") as pool:
         return sorted(pool.map(one, objects))
-
-
-def _upload(r: Replayer, files: list[tuple[Path, str]]) -> None:
-    s3, bucket = r.clients.s3, r.resources.archive_bucket
-
-    def one(pair: tuple[Path, str]) -> None:
-        path, key = pair
-        s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
-
-    with ThreadPoolExecutor(max_workers=max(1, r.options.read_workers), thread_name_prefix="plan-put") as pool:
-        list(pool.map(one, files))
 
 
 def _repair(paths: list[Path]) -> list[str]:

@@ -8,8 +8,9 @@ clients (so an in-process moto, the tests', sees it); with more, in a pool of `w
 boto3 clients (eventstack.resources.client: the same AWS_ENDPOINT_URL, region and profile). A bucket
 that fails raises in its process; the others go on, and the error is reported after them, so a rerun
 (`--resume`) folds only what is not done. Problems the plan finds (a line that is not an envelope, an
-unreadable object) stop the replay before any fold, and the plan is removed, so a resumed run
-plans again from the fixed archive.
+unreadable object) stop the replay before any fold. The plan's files are local (eventstack.replay_plan)
+and removed when the fold ends; a resumed run plans again (the same objects and cuts: the same files)
+and folds the files without a done marker.
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 from escore.replay_file import FileResult, PlanItem, done_key, fold_plan_file, s3_opener
 from eventstack import replay_tables as tables
-from eventstack.replay_plan import Plan, build_plan, default_files, delete_plan, load_plan, local_path
+from eventstack.replay_plan import Plan, build_plan, default_files, local_path, remove
 
 if TYPE_CHECKING:
     from eventstack.replay import Replayer
 
-PLAN_STATE = ("$replay#plan", "$plan")
 MAX_DEFAULT_WORKERS = 8
 
 
@@ -37,40 +37,34 @@ def default_workers() -> int:
 
 def run_local(replayer: Replayer, record: dict[str, Any], cuts: dict[str, dict[str, str]]) -> bool:
     """Plan, then fold every bucket not done; True if every bucket is done without problems."""
-    r, o, summary = replayer, replayer.options, replayer.summary
-    dynamodb, table = r.clients.dynamodb, record["table"]
-    plan = load_plan(r, record)
-    state = tables.get_state(dynamodb, table, PLAN_STATE)
-    if plan is None or state is None:
-        files = int(record.get("files") or 0) or o.files or default_files(_listed_bytes(r, record), o.workers)
-        plan = build_plan(r, record, cuts, files)
-        state = {"files": files, "lines": plan.lines, "archive_lines": plan.archive_lines, "unique": plan.unique,
-                 "objects": plan.objects, "compressed_bytes": plan.compressed_bytes, "problems": plan.problems,
-                 "seconds": plan.seconds}
-        if plan.problems:
-            delete_plan(r, record)  # a resumed run plans again, from the fixed archive
-        else:
-            tables.put_state(dynamodb, table, PLAN_STATE, state)
-    else:
-        r.progress.note(f"resuming with the plan of {len(plan.items)} file(s) made before")
-        r.hooks("stream-read")
+    r, o = replayer, replayer.options
+    files = int(record.get("files") or 0) or o.files or default_files(_listed_bytes(r, record), o.workers)
+    plan = build_plan(r, record, cuts, files)
+    try:
+        return _run(r, record, plan)
+    finally:
+        remove(plan)
+
+
+def _run(r: Replayer, record: dict[str, Any], plan: Plan) -> bool:
+    summary, dynamodb, table = r.summary, r.clients.dynamodb, record["table"]
     archive = summary.archive
-    archive.objects, archive.compressed_bytes = int(state["objects"]), int(state["compressed_bytes"])
-    archive.lines_scanned = archive.events_read = int(state["archive_lines"])
-    archive.duplicates = int(state["lines"]) - int(state["unique"]) - _bad_lines(state["problems"])
-    archive.events, archive.partitions = int(state["unique"]), len(plan.items)
-    summary.events_read += int(state["archive_lines"])
+    archive.objects, archive.compressed_bytes = plan.objects, plan.compressed_bytes
+    archive.lines_scanned = archive.events_read = plan.archive_lines
+    archive.duplicates = plan.lines - plan.unique - _bad_lines(plan.problems)
+    archive.events, archive.partitions = plan.unique, len(plan.items)
+    summary.events_read += plan.archive_lines
     summary.duplicates += archive.duplicates
     r.hooks("archive-done")
-    if state["problems"]:
-        summary.problems += list(state["problems"])
+    if plan.problems:
+        summary.problems += plan.problems
         r.progress.note("problems in the archive: nothing folded, nothing switched")
         return False
     todo = [item for item in plan.items
             if tables.get_state(dynamodb, table, done_key(item.index, item.count)) is None]
     if len(todo) < len(plan.items):
         r.progress.note(f"{len(plan.items) - len(todo)} of {len(plan.items)} file(s) already done")
-    r.progress.phase("folding and writing", int(state["unique"]))
+    r.progress.phase("folding and writing", plan.unique)
     results, errors = [], []
     for outcome in _fold(r, plan, todo):
         if isinstance(outcome, BaseException):

@@ -136,20 +136,21 @@ def test_the_engine_options_are_checked(stack: Stack) -> None:
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    motoserver = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    motoserver.start()
-    host, port = motoserver.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    """The local runtime's AWS emulation (moto's server, each request under one lock, as the real
+    services make them atomic; a bare moto server can lose one of two concurrent ADDs to an item)."""
     import urllib.request
 
+    from eventstack.local.emulation import MotoEmulation
+
+    emulation = MotoEmulation("127.0.0.1", 0)
+    emulation.start()
+    endpoint = emulation.endpoint_url
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).close()
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)  # the pool's processes make their clients from it
     try:
         yield endpoint
     finally:
-        motoserver.stop()
+        emulation.stop()
 
 
 @pytest.mark.parametrize("name", ["user_profiles", "hashtag_counts"])
