@@ -11,7 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from escore import naming
-from escore.settings import ApiSettings, NotifierSettings, ProjectionTable, ProjectorSettings, PublisherSettings
+from escore.settings import (
+    ApiSettings,
+    NotifierSettings,
+    ProjectionTable,
+    ProjectorSettings,
+    PublisherSettings,
+)
 from eventstack.topology import TOPOLOGY, MappingSettings, Table, Topology
 
 STAGE = naming.LOCAL_STAGE
