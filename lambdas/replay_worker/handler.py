@@ -6,7 +6,8 @@ Contract (stable; eventstack/replay_aws.py and infra/replay.py build on it):
 - **Handler**: `replay_worker.handler.handler` (asset root lambdas/; function logical name
   `escore.naming.replay_worker_function()`, "replay-worker"). No environment variable is needed
   (AWS_REGION as Lambda sets it); IAM: s3:GetObject on the plan's keys, dynamodb:GetItem, PutItem,
-  UpdateItem on the target table. Memory: about 3 GB for a bucket of a few million events.
+  UpdateItem on the target table. Memory held: one stream's events, up to 20,000 owned items and the
+  bucket's shared items (not measured on Lambda).
 - **Event**: one manifest item, a JSON object (escore.replay_file.PlanItem; unknown keys refused):
   `{"projection": "user_timeline", "folds": "profiles.projectors.user_timeline", "stage": "dev",
   "table": "<target table>", "bucket": "<S3 bucket of the plan>", "keys": ["<plan key>", ...],
