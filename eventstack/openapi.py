@@ -24,8 +24,8 @@ TITLE = "eventstack API"
 VERSION = "0.1.0"
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
 DESCRIPTION = (
-    "The posts and profiles services of eventstack. On AWS each service is its own API Gateway REST API "
-    "with these paths; `eventstack local` serves both on one port. Every answer is JSON and carries "
+    "The posts, profiles and notifications services of eventstack. On AWS each service is its own API Gateway REST API "
+    "with these paths; `eventstack local` serves them all on one port. Every answer is JSON and carries "
     "X-Correlation-Id; every error is `{\"error\": code, \"message\": text, ...}`. See docs/api.md."
 )
 _METHODS = ("get", "put", "post", "patch", "delete")
@@ -48,13 +48,17 @@ def service_documents() -> dict[str, dict[str, Any]]:
     """Each service's own document, generated from its API code."""
     ensure_lambdas_importable()
     from escore.memory_store import InMemoryEventStore
+    from notifications import api as notifications_api
     from posts import api as posts_api
     from profiles import api as profiles_api
 
     reads = _NoReads()
     posts = posts_api.build({"SERVICE_NAME": "posts"}, InMemoryEventStore(), hashtags=reads)
     profiles = profiles_api.build({"SERVICE_NAME": "profiles"}, InMemoryEventStore(), profiles=reads, timeline=reads)
-    return {name: api.openapi(version=VERSION) for name, api in (("posts", posts), ("profiles", profiles))}
+    notifications = notifications_api.build({"SERVICE_NAME": "notifications"}, InMemoryEventStore(),
+                                            notifications=reads)  # type: ignore[arg-type]
+    built = (("posts", posts), ("profiles", profiles), ("notifications", notifications))
+    return {name: api.openapi(version=VERSION) for name, api in built}
 
 
 def merge(documents: dict[str, dict[str, Any]]) -> dict[str, Any]:

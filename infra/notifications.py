@@ -9,6 +9,7 @@ alone (`sns:Publish` on its ARN), and finds it in its environment (escore.settin
 from __future__ import annotations
 
 from aws_cdk import CfnOutput
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from constructs import Construct
@@ -35,7 +36,9 @@ class NotificationTopic(Construct):
             master_key=kms.Alias.from_alias_name(self, "Key", SNS_MANAGED_KEY),
             enforce_ssl=True,
         )
-        self.topic.grant_publish(publisher.function)
+        # Publish on this topic's ARN only; no key grant (the AWS managed key's policy lets the account's
+        # principals use it through SNS). `grant_publish` would add KMS actions on the alias.
+        publisher.function.add_to_role_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[self.topic.topic_arn]))
         for name, value in NotifierSettings.environment(self.topic.topic_arn).items():
             publisher.function.add_environment(name, value)
         CfnOutput(self, "TopicArn", value=self.topic.topic_arn)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from eventstack.cli import app
 from eventstack.commands import dlq as dlq_command
 from eventstack.dlq import RedriveReport
+from eventstack.topology import TOPOLOGY
 
 pytestmark = pytest.mark.unit
 
@@ -27,10 +28,10 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (("replay", "nope"), "error: no projection 'nope'; known: hashtag_counts, user_profiles, user_timeline"),
+        (("replay", "nope"), "error: no projection 'nope'; known: " + ", ".join(p.name for _, p in TOPOLOGY.projections)),
         (("replay", "user_profiles", "--since", "yesterday"), "is not a time"),
         (("replay", "user_profiles", "--into", "sideways"), "--into takes new or in-place"),
-        (("archive", "verify", "nope"), "error: no service 'nope'; known: posts, profiles"),
+        (("archive", "verify", "nope"), "error: no service 'nope'; known: " + ", ".join(s.name for s in TOPOLOGY.services)),
         (("replay", "user_profiles"), "set AWS_REGION"),  # no region, no credentials, no endpoint
         (("dlq", "list"), "set AWS_REGION"),
         (("local", "--port", "notaport"), "Invalid value for '--port'"),
