@@ -60,6 +60,6 @@ def query(
     except (EngineError, resources.ResourceError) as exc:
         err.print(f"[red]error:[/red] {escape(reason(exc))}", highlight=False)
         raise typer.Exit(1) from None
-    output.write(result, fmt)  # type: ignore[arg-type]
+    output.write(result, fmt)
     if fmt == "table":
         err.print(f"{len(result.rows)} row(s)", style="dim", highlight=False)
