@@ -29,9 +29,8 @@ from eventstack import replay_aws
 
 ROOT = Path(__file__).resolve().parent
 PRICES = ROOT / "prices.toml"
-REPLAY = ROOT / "results" / "replay.json"
-COST = ROOT / "results" / "cost.json"
-OUT = ROOT / "results" / "replay_cost.json"
+COMMITTED = ROOT / "results"
+RESULTS = COMMITTED  # `python -m bench --out DIR` points this at DIR (bench/__main__.py)
 
 WORKER_MEMORY_MB = 3072  # infra/replay.py WORKER_MEMORY_MB (read from there: infra imports CDK)
 TRANSITIONS_PER_CHILD = 2  # the child's Task state entered and left (beside the charge per child started)
@@ -65,8 +64,8 @@ def write_seconds(units: float, *, start: float = NEW_TABLE_WRU, cap: float = TA
 
 def model(events: int, projection: str) -> dict[str, Any]:
     prices = tomllib.loads(PRICES.read_text())
-    replay = json.loads(REPLAY.read_text())
-    cost = json.loads(COST.read_text())
+    replay = json.loads(_input("replay.json").read_text())
+    cost = json.loads(_input("cost.json").read_text())
     archive = replay["archive"]
     unique, lines_measured = archive["unique_events"], archive["lines"]
     bytes_per_line = archive["gzip_bytes"] / lines_measured
@@ -167,13 +166,19 @@ def model(events: int, projection: str) -> dict[str, Any]:
     }
 
 
+def _input(name: str) -> Path:
+    """A benchmark's result this model reads: the one this run wrote (RESULTS), else the committed one."""
+    fresh = RESULTS / name
+    return fresh if fresh.is_file() else COMMITTED / name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000_000)
     parser.add_argument("--projection", default="user_timeline")
     args = parser.parse_args()
     result = model(args.events, args.projection)
-    OUT.write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / "replay_cost.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: result[k] for k in ("plan",)}, indent=1))
     for name, case in result["cases"].items():
         print(f"{name}: ${case['dollars_total']:,.2f}, {case['fold_hours']} h ({case['bound_by']})")
