@@ -71,8 +71,9 @@ def model(events: int, projection: str) -> dict[str, Any]:
     bytes_per_line = archive["gzip_bytes"] / lines_measured
     lines_per_event = lines_measured / unique
     lines_per_object = lines_measured / archive["objects"]
-    fold_rate = replay["replay"]["unique_events_per_second"]
-    items_per_event = replay["replay"][f"{projection}_items"] / unique
+    fold = replay["fold_1_worker"][projection]  # one worker folding the plan's files (bench/replay.py)
+    fold_rate = fold["events_per_second"]
+    items_per_event = fold["items"] / unique
     wcu_per_event_batches = cost["workloads"]["full_batch"]["functions"][f"{projection}-projector"]["wcu_per_1000_events"] / 1000
 
     lines = events * lines_per_event
