@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from escore.aggregate import DomainEvent
+from escore.aggregate import DomainEvent, constructor_of
 from escore.contract import registry_of_events
 from escore.engine import Applied, position_of
 from escore.envelope import Envelope
@@ -71,10 +71,15 @@ class ProjectionSpec:
     effects: EffectsFactory | None = field(default=None, compare=False)
     by_type: Mapping[str, tuple[type[DomainEvent], Fold]] = field(init=False, repr=False, compare=False)
     registry: UpcasterRegistry = field(init=False, repr=False, compare=False)
+    # type -> (the class's `from_data`, fold): what `decode` does, for a fold loop to inline (escore.rebuild)
+    decoders: Mapping[str, tuple[Callable[[Mapping[str, Any]], DomainEvent], Fold]] = field(
+        init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_type = {event_class.type: (event_class, fold) for event_class, fold in self.folds.items()}
         object.__setattr__(self, "by_type", by_type)
+        object.__setattr__(self, "decoders", {name: (constructor_of(event_class), fold)
+                                              for name, (event_class, fold) in by_type.items()})
         object.__setattr__(self, "registry", registry_of_events(self.folds))
 
     def decode(self, envelope: Envelope, upcaster: UpcasterRegistry | None = None) -> Decoded | None:

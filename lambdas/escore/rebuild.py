@@ -147,6 +147,65 @@ class TableFold:
                 stats.skipped += 1
         return self
 
+    def apply_stream(self, stream_id: str, events: Iterable[Envelope]) -> TableFold:
+        """`apply` of events that are all of `stream_id` (replay's reader hands a stream at a time):
+        the same checks, stats and items, with the stream's version and state held in locals and
+        `ProjectionSpec.decode` inlined (`spec.decoders`: the class's cached constructor, then the fold)."""
+        if type(self.spec).decode is not ProjectionSpec.decode:  # (a spec that decodes its own way)
+            return self.apply(events)
+        stats, broken, keep, decoders = self.stats, self.broken, self._keep, self.spec.decoders
+        upcast, require_start = self.upcaster.upcast, self.require_start
+        last = self.versions.get(stream_id)
+        state = self.states.get(stream_id)
+        stopped = stream_id in broken
+        folded = skipped = 0
+        try:
+            for event in events:
+                version = event.version
+                if last is not None and version <= last:
+                    stats.duplicates += 1
+                    continue
+                if stopped:
+                    stats.failed += 1
+                    continue
+                expected = (last + 1) if last is not None else (1 if require_start else version)
+                if version != expected:
+                    broken.add(stream_id)
+                    stopped = True
+                    stats.gaps.append(f"{stream_id}: version {expected} missing (next is {version})")
+                    continue
+                found = decoders.get(event.type)
+                if found is None:
+                    last = version
+                    skipped += 1
+                    continue
+                try:
+                    construct, fold = found
+                    current = upcast(event)
+                    state, writes = fold(state if state is not None else {}, construct(current.data), current)
+                    if writes:
+                        keep(stream_id, version, writes, current)
+                except Exception as exc:
+                    broken.add(stream_id)
+                    stopped = True
+                    stats.failed += 1
+                    if len(stats.failures) < 10:
+                        stats.failures.append(f"{stream_id} v{version}: projection {self.spec.name} cannot apply it: {exc!r}")
+                    continue
+                last = version
+                if writes:
+                    folded += 1
+                else:
+                    skipped += 1
+        finally:
+            stats.folded += folded
+            stats.skipped += skipped
+            if last is not None:
+                self.versions[stream_id] = last
+            if state is not None:
+                self.states[stream_id] = state
+        return self
+
     def forget(self, stream_ids: Iterable[str]) -> None:
         """Drop the state of streams folded to their end (their owned items stay until written)."""
         for stream_id in stream_ids:

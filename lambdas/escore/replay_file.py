@@ -194,7 +194,8 @@ class _Reader:
         """Each stream's events, in version order, one copy per version (the first)."""
         batches: Iterable[list[Envelope]]
         if len(sources) == 1:
-            batches = self.decoded(*sources[0])
+            yield from self._one_source(*sources[0])
+            return
         else:  # each key is sorted: merged into one order
             merged = heapq.merge(*(itertools.chain.from_iterable(self.decoded(key, stream)) for key, stream in sources),
                                  key=_order)
@@ -219,6 +220,50 @@ class _Reader:
                             self.result.problems.append(f"{stream_id} v{version}: two events "
                                                         f"({events[-1].event_id}, {event.event_id})")
                     continue  # (the same event twice cannot happen: the plan has one copy of each)
+                if version < last and self.disorder is None:
+                    self.disorder = f"{stream_id} v{version} after v{last}"
+                events.append(event)
+                last = version
+        if current is not None:
+            yield current, events
+
+
+    def _one_source(self, key: str, stream: IO[bytes]) -> Iterator[tuple[str, list[Envelope]]]:
+        """`streams` of one key (the usual case: a bucket is one plan file): the lines decoded and
+        grouped in one loop, with the same checks, counts and problems as `decoded` then `streams`."""
+        loads, result, check, replayed = orjson.loads, self.result, from_dict, REPLAYED
+        current: str | None = None
+        events: list[Envelope] = []
+        last = 0
+        for batch in _batches(stream):
+            result.lines += len(batch)
+            for line in batch:
+                try:
+                    raw = loads(line)
+                    metadata = raw.get("metadata") if type(raw) is dict else None
+                    if type(metadata) is dict:
+                        metadata[replayed] = True
+                    event = check(raw)
+                except (orjson.JSONDecodeError, EnvelopeError) as exc:
+                    self.bad_lines += 1
+                    if len(self.samples) < 3:
+                        self.samples.append(f"{key}: {exc}")
+                    continue
+                stream_id, version = event.stream_id, event.version
+                if stream_id != current:
+                    if current is not None:
+                        if stream_id < current and self.disorder is None:
+                            self.disorder = f"{stream_id} after {current}"
+                        yield current, events
+                    current, events, last = stream_id, [event], version
+                    continue
+                if version == last:
+                    if events[-1].event_id != event.event_id:
+                        self.conflicts += 1
+                        if len(result.problems) < 5:
+                            result.problems.append(f"{stream_id} v{version}: two events "
+                                                   f"({events[-1].event_id}, {event.event_id})")
+                    continue
                 if version < last and self.disorder is None:
                     self.disorder = f"{stream_id} v{version} after v{last}"
                 events.append(event)
@@ -293,10 +338,10 @@ def fold_plan_file(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        apply, forget = fold.apply, fold.forget
+        apply, states = fold.apply_stream, fold.states
         for stream_id, events in reader.streams(sources):
-            apply(events)
-            forget((stream_id,))
+            apply(stream_id, events)
+            states.pop(stream_id, None)  # (`fold.forget`: the stream is folded to its end)
             if len(fold.owned) >= OWNED_CHUNK:
                 write_owned()
             if progress is not None:

@@ -95,10 +95,13 @@ class TaggedText(DomainEvent):
     """An event that carries a post's text, and so its `tags` (schema 2), derived from the text."""
 
     text: str
+    stored_extras = frozenset({"tags"})  # decoded events keep their stored `tags` (escore.aggregate)
 
     @property
     def tags(self) -> list[str]:
-        return hashtags(self.text)
+        """The tags the event carries (schema 2; `hashtags(text)` by the contract), else `hashtags(text)`."""
+        stored = self.__dict__.get("tags")
+        return stored if type(stored) is list else hashtags(self.text)
 
     def to_data(self) -> dict[str, Any]:
         data = {name: value for name, value in super().to_data().items() if value is not None}
