@@ -8,7 +8,7 @@ PostCreated, PostEdited, PostDeleted at the schemas the current code writes, abo
 - plan: the local engine's plan step (eventstack.replay_plan.plan_files: DuckDB reads every line,
   de-duplicates by event_id, buckets by stream, orders each bucket, writes gzip files);
 - fold, one worker: the plan's files folded by `escore.replay_file.fold_plan_file` (gunzip, orjson,
-  envelopes marked replayed, `escore.rebuild.TableFold` stream by stream, the items made; nothing
+  envelopes marked replayed, `escore.rebuild.TableFold.apply_stream` stream by stream, the items made; nothing
   written: DynamoDB is not measured here), for user_profiles (every event) and user_timeline;
 - scaling: the same fold over a process pool of 1, 2 and 4 workers (wall seconds).
 
