@@ -17,13 +17,14 @@ from pydantic import Field
 
 from escore.aggregate import AggregateNotFound, canonical_uuid
 from escore.app import ServiceApp
+from escore.cursors import InvalidCursor, decode_cursor
 from escore.http import validation_error
 from escore.models import Answer
 from escore.runtime import Handler, lazy
 from escore.store import EventStore
 from notifications.contract import EVENTS
 from notifications.items import NAME as USER_NOTIFICATIONS
-from notifications.readmodels import InvalidCursor, NotificationReadModel, decode_cursor
+from notifications.readmodels import NotificationReadModel
 
 DEFAULT_PAGE_SIZE = 20
 KIND = "user"

@@ -6,24 +6,16 @@ creation time, then its id), the user's own posts left out. Item layout: notific
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from typing import Any
 
-import orjson
-
+from escore.cursors import decode_cursor, encode_cursor
 from escore.item_writes import item_key
 from escore.readmodel import from_item
 from escore.runtime import aws_client
 from notifications.items import mentions_pk, user_key
 
 MAX_PAGE = 100
-_SK = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z#[^#]{1,200}")
 
-
-class InvalidCursor(ValueError):
-    """A `cursor` that this read model did not hand out (malformed, tampered with)."""
 
 
 class NotificationReadModel:
@@ -69,21 +61,3 @@ class NotificationReadModel:
                   "created_at": r["created_at"]} for r in rows[:limit]]
         next_cursor = encode_cursor(rows[limit - 1]["sk"]) if len(rows) > limit else None
         return items, next_cursor
-
-
-def encode_cursor(sort_key: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"sk": sort_key})).rstrip(b"=").decode()
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        if not cursor or len(cursor) > 512:
-            raise ValueError("bad length")
-        raw = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error, orjson.JSONDecodeError) as exc:
-        raise InvalidCursor("cursor is not one this API handed out") from exc
-    if not isinstance(raw, dict) or set(raw) != {"sk"} or not isinstance(raw["sk"], str) \
-            or not _SK.fullmatch(raw["sk"]):
-        raise InvalidCursor("cursor is not one this API handed out")
-    sort_key: str = raw["sk"]
-    return sort_key

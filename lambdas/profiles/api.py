@@ -21,6 +21,7 @@ from pydantic import Field, StrictInt, StrictStr
 
 from escore.aggregate import AggregateNotFound, CommandContext, Repository, canonical_uuid
 from escore.app import ServiceApp
+from escore.cursors import InvalidCursor
 from escore.envelope import new_id
 from escore.http import validation_error
 from escore.models import Answer, Body
@@ -28,7 +29,7 @@ from escore.runtime import Handler, lazy
 from escore.store import EventStore
 from profiles.contract import EVENTS
 from profiles.domain import KIND, User
-from profiles.readmodels import InvalidCursor, ProfileReadModel, TimelineReadModel
+from profiles.readmodels import ProfileReadModel, TimelineReadModel
 
 USER_PROFILES = "user_profiles"  # the projections this API reads
 

@@ -6,13 +6,9 @@ Item layouts are the projectors' (`profiles.projectors.user_profiles`, `.user_ti
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from typing import Any
 
-import orjson
-
+from escore.cursors import decode_cursor, encode_cursor
 from escore.projection import from_item, read_count
 from escore.runtime import aws_client
 from escore.writes import DELETED_ATTRIBUTE
@@ -20,11 +16,7 @@ from profiles.projectors.user_profiles import profile_key
 from profiles.projectors.user_timeline import timeline_pk
 
 MAX_PAGE = 100
-_SK = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z#[^#]{1,200}")
 
-
-class InvalidCursor(ValueError):
-    """A `cursor` that this read model did not hand out (malformed, tampered with)."""
 
 
 class ProfileReadModel:
@@ -89,21 +81,3 @@ class TimelineReadModel:
         items = [{"post_id": r["post_id"], "text": r["text"], "created_at": r["created_at"]} for r in rows[:limit]]
         next_cursor = encode_cursor(rows[limit - 1]["sk"]) if len(rows) > limit else None
         return items, next_cursor
-
-
-def encode_cursor(sort_key: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"sk": sort_key})).rstrip(b"=").decode()
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        if not cursor or len(cursor) > 512:
-            raise ValueError("bad length")
-        raw = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error, orjson.JSONDecodeError) as exc:
-        raise InvalidCursor("cursor is not one this API handed out") from exc
-    if not isinstance(raw, dict) or set(raw) != {"sk"} or not isinstance(raw["sk"], str) \
-            or not _SK.fullmatch(raw["sk"]):
-        raise InvalidCursor("cursor is not one this API handed out")
-    sort_key: str = raw["sk"]
-    return sort_key

@@ -12,12 +12,13 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from escore.cursors import InvalidCursor
 from escore.engine import Projector
 from escore.envelope import encode_record
 from escore.upcasting import UpcasterRegistry
 from eventstack.local.emulation import tuned_moto_dynamodb
 from profiles.projectors import user_profiles, user_timeline
-from profiles.readmodels import InvalidCursor, ProfileReadModel, TimelineReadModel
+from profiles.readmodels import ProfileReadModel, TimelineReadModel
 from tests.integration.projector_harness import (
     Expected,
     FaultyDynamoDB,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from profiles.readmodels import InvalidCursor
+from escore.cursors import InvalidCursor
 
 
 class FakeProfiles:

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from escore.attributes import from_attr, to_attr
+from escore.cursors import InvalidCursor, decode_cursor, encode_cursor
 from escore.envelope import Envelope, new_id
 from escore.memory_projection import InMemoryProjection
 from escore.projection import ProjectionSpec
 from escore.writes import Write, apply_write, count, delete, put, update
 from profiles.projectors import user_profiles, user_timeline
-from profiles.readmodels import InvalidCursor, decode_cursor, encode_cursor
 from publisher.handler import MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, _chunks, _Outgoing
 
 pytestmark = pytest.mark.unit
