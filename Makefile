@@ -41,10 +41,12 @@ $(CHECKOV_STAMP): requirements-checkov.txt | $(STAMP)
 	@touch $(CHECKOV_STAMP)
 	@echo "make setup: $(CHECKOV_VENV) is ready"
 
+# pytest in two processes, each test file whole in one of them (the fuzz module's summary test reads what
+# its fuzzing test counted in the same process): run serially, the suite had grown past 30 minutes on 2 cores
 test: setup ## lint, type-check and run the whole test suite
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 test-fast: setup ## unit and integration tiers only
 	$(PY) -m pytest -m "unit or integration"
