@@ -193,9 +193,8 @@ class _Reader:
     def streams(self, sources: list[tuple[str, IO[bytes]]]) -> Iterator[tuple[str, list[Envelope]]]:
         """Each stream's events, in version order, one copy per version (the first)."""
         batches: Iterable[list[Envelope]]
-        if len(sources) == 1:
-            yield from self._one_source(*sources[0])
-            return
+        if len(sources) == 1:  # the usual case: a bucket is one plan file, already in order
+            batches = self.decoded(*sources[0])
         else:  # each key is sorted: merged into one order
             merged = heapq.merge(*(itertools.chain.from_iterable(self.decoded(key, stream)) for key, stream in sources),
                                  key=_order)
@@ -226,51 +225,6 @@ class _Reader:
                 last = version
         if current is not None:
             yield current, events
-
-
-    def _one_source(self, key: str, stream: IO[bytes]) -> Iterator[tuple[str, list[Envelope]]]:
-        """`streams` of one key (the usual case: a bucket is one plan file): the lines decoded and
-        grouped in one loop, with the same checks, counts and problems as `decoded` then `streams`."""
-        loads, result, check, replayed = orjson.loads, self.result, from_dict, REPLAYED
-        current: str | None = None
-        events: list[Envelope] = []
-        last = 0
-        for batch in _batches(stream):
-            result.lines += len(batch)
-            for line in batch:
-                try:
-                    raw = loads(line)
-                    metadata = raw.get("metadata") if type(raw) is dict else None
-                    if type(metadata) is dict:
-                        metadata[replayed] = True
-                    event = check(raw)
-                except (orjson.JSONDecodeError, EnvelopeError) as exc:
-                    self.bad_lines += 1
-                    if len(self.samples) < 3:
-                        self.samples.append(f"{key}: {exc}")
-                    continue
-                stream_id, version = event.stream_id, event.version
-                if stream_id != current:
-                    if current is not None:
-                        if stream_id < current and self.disorder is None:
-                            self.disorder = f"{stream_id} after {current}"
-                        yield current, events
-                    current, events, last = stream_id, [event], version
-                    continue
-                if version == last:
-                    if events[-1].event_id != event.event_id:
-                        self.conflicts += 1
-                        if len(result.problems) < 5:
-                            result.problems.append(f"{stream_id} v{version}: two events "
-                                                   f"({events[-1].event_id}, {event.event_id})")
-                    continue
-                if version < last and self.disorder is None:
-                    self.disorder = f"{stream_id} v{version} after v{last}"
-                events.append(event)
-                last = version
-        if current is not None:
-            yield current, events
-
 
 def _order(event: Envelope) -> tuple[str, int]:
     return event.stream_id, event.version
